@@ -1,0 +1,126 @@
+"""The wire contract's constants, and every choice of ours about it.
+
+Everything that ``docs/protocol.md`` marks as *our choice* lives here, so that
+it is a one-line change if the real Requence service turns out to differ.
+Both the client and the local server import these names; neither spells a
+path, a status code or a mapping of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- Access token -----------------------------------------------------------
+
+TOKEN_SEPARATOR: Final = "\uf6ee"
+TOKEN_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-$"
+TOKEN_KIND_API: Final = "api"
+
+# --- Priority ---------------------------------------------------------------
+# Users speak 0 (low) .. 10 (high), default 5. On the wire 0 is the most urgent
+# (our choice, from the official client's mapping of its older 0-4 scale).
+
+PRIORITY_MIN: Final = 0
+PRIORITY_MAX: Final = 10
+PRIORITY_DEFAULT: Final = 5
+
+
+def priority_to_wire(priority: int) -> int:
+    """Map a user priority (0 low .. 10 high) to the wire value (0 most urgent)."""
+    return PRIORITY_MAX - priority
+
+
+def priority_from_wire(wire: int) -> int:
+    """Map a wire priority (0 most urgent) back to the user scale (10 high)."""
+    return PRIORITY_MAX - wire
+
+
+# --- Paths (relative to the base URL in the token) --------------------------
+
+
+def prepare_path(template: str) -> str:
+    return f"/task/prepare/{template}"
+
+
+def finalize_path(task_id: str) -> str:
+    # The server hands this out as ``finalizeUrl``; clients never build it.
+    return f"/task/finalize/{task_id}"
+
+
+def watch_path(task_id: str) -> str:
+    # Handed out as ``urls.watch``; clients never build it.
+    return f"/task/watch/{task_id}"
+
+
+def show_path(task_id: str) -> str:
+    # Handed out as ``urls.show`` (the task's page).
+    return f"/tasks/{task_id}"
+
+
+WATCH_ALL_PATH: Final = "/task/watch-all"
+TYPES_PATH: Final = "/task/types/python"
+
+
+def abort_path(task_id: str) -> str:
+    return f"/task/abort/{task_id}"
+
+
+def protect_path(task_id: str) -> str:
+    return f"/task/protect/{task_id}"
+
+
+def ack_path(task_id: str) -> str:
+    return f"/task/ack/{task_id}"
+
+
+def get_path(task_id: str) -> str:
+    return f"/task/{task_id}"
+
+
+# Body key of watch-all's event filter (our choice).
+WATCH_ALL_FILTER_KEY: Final = "only"
+
+# --- Status codes -----------------------------------------------------------
+
+STATUS_ABORTED_BEFORE_FINALIZE: Final = 410  # finalize of a task aborted before it landed
+STATUS_CONFLICT: Final = 409  # abort of a finished task, ack not awaited, second finalize
+STATUS_UNREACHABLE: Final = frozenset({502, 503, 504})  # never sent by the API itself
+
+# --- Task statuses (``get``); clients accept any letter case ----------------
+
+SUCCESSFUL: Final = "SUCCESSFUL"
+FAILED: Final = "FAILED"
+IDLE: Final = "IDLE"
+PENDING: Final = "PENDING"
+RUNNING: Final = "RUNNING"
+STOPPED: Final = "STOPPED"
+AWAITING_DELIVERY: Final = "AWAITING_DELIVERY"
+
+# --- Update types -----------------------------------------------------------
+
+TASK_START: Final = "taskStart"
+NODE_START: Final = "nodeStart"
+NODE_UPDATE: Final = "nodeUpdate"
+NODE_ERROR: Final = "nodeError"
+NODE_DEFER: Final = "nodeDefer"
+NODE_END: Final = "nodeEnd"
+TASK_END: Final = "taskEnd"
+TASK_ERROR: Final = "taskError"
+TASK_ABORTED: Final = "taskAborted"
+
+UPDATE_TYPES: Final = (
+    TASK_START,
+    NODE_START,
+    NODE_UPDATE,
+    NODE_ERROR,
+    NODE_DEFER,
+    NODE_END,
+    TASK_END,
+    TASK_ERROR,
+    TASK_ABORTED,
+)
+TERMINAL_UPDATE_TYPES: Final = frozenset({TASK_END, TASK_ERROR, TASK_ABORTED})
+
+# --- Branches ----------------------------------------------------------------
+
+LIVE_BRANCH: Final = "live"
