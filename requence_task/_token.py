@@ -108,9 +108,7 @@ def decode_access_token(token: str) -> TokenParts:
             without repeating the token.
     """
     if not isinstance(token, str):
-        raise InvalidTokenError(
-            f"The access token must be a string, not {type(token).__name__}."
-        )
+        raise InvalidTokenError(f"The access token must be a string, not {type(token).__name__}.")
     token = token.strip()
     parts = _unpack(token).split(TOKEN_SEPARATOR)
     if len(parts) < 3:

@@ -1,0 +1,438 @@
+"""The task life cycle: prepare, finalize, schedule, run, abort, ack, cleanup.
+
+All state changes of a task, and the events that announce them, happen under
+one lock, so a task emits ``taskStart`` first and exactly one terminal update
+last, whatever races between runners, abort and shutdown.
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+import json
+import logging
+import math
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+
+from .._protocol import (
+    AWAITING_DELIVERY,
+    FAILED,
+    IDLE,
+    NODE_DEFER,
+    NODE_END,
+    NODE_ERROR,
+    NODE_START,
+    NODE_UPDATE,
+    PENDING,
+    RUNNING,
+    STATUS_ABORTED_BEFORE_FINALIZE,
+    STATUS_CONFLICT,
+    STOPPED,
+    SUCCESSFUL,
+    TASK_ABORTED,
+    TASK_END,
+    TASK_ERROR,
+    TASK_START,
+)
+from ._hub import Hub
+from ._store import ENDED_STATUSES, Store, TaskRow
+from ._templates import NodeContext, Output, TaskAbortedSignal, Template
+
+log = logging.getLogger("requence_task.local")
+
+INTERRUPTED_REASON = "interrupted: the local Requence stopped while the task was running"
+
+
+class ApiError(Exception):
+    """An answer other than success, with its status and a plain-text reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@attrs.define
+class _Run:
+    abort_event: threading.Event = attrs.field(factory=threading.Event)
+    ended: bool = False
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _json_text(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} is not JSON-serialisable: {err}") from err
+
+
+class Engine:
+    """Runs the tasks of a set of templates on ``concurrency`` worker threads."""
+
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        templates: Mapping[str, Template],
+        *,
+        concurrency: int,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.templates = dict(templates)
+        self.concurrency = concurrency
+        self._lock = threading.RLock()
+        self._wakeup = threading.Condition(self._lock)
+        self._queue: list[tuple[int, int, str]] = []
+        self._runs: dict[str, _Run] = {}
+        self._ended: set[str] = set()
+        self._seq = store.max_queue_seq()
+        self._stopping = False
+        self._workers: list[threading.Thread] = []
+
+    # --- life cycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._recover()
+        self._stopping = False
+        for index in range(self.concurrency):
+            thread = threading.Thread(
+                target=self._work, name=f"requence-local-worker-{index}", daemon=True
+            )
+            thread.start()
+            self._workers.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the workers. Tasks still running stay RUNNING in the store and
+        end as interrupted on the next start on the same database."""
+        with self._lock:
+            self._stopping = True
+            for run in self._runs.values():
+                run.abort_event.set()
+            self._wakeup.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning(
+                    "worker %s did not stop within %.1f s: a node ignores ctx.aborted",
+                    thread.name,
+                    timeout,
+                )
+        self._workers.clear()
+
+    def _recover(self) -> None:
+        """Settle what a previous process left behind on the same database."""
+        for task in self.store.tasks_with_status([RUNNING]):
+            self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": INTERRUPTED_REASON})
+        for task in self.store.tasks_with_status([PENDING]):
+            if task.template in self.templates:
+                self._enqueue(task.id, task.priority or 0, task.queue_seq or 0)
+            else:
+                reason = f"the template {task.template!r} is no longer defined on this server"
+                self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": reason})
+
+    # --- events -------------------------------------------------------------
+
+    def _emit(
+        self, task: TaskRow, type: str, fields: dict[str, Any], alias: str | None = None
+    ) -> bool:
+        """Store and publish one update of ``task``; nothing after its terminal one."""
+        with self._lock:
+            if task.id in self._ended:
+                return False
+            data: dict[str, Any] = {
+                "taskId": task.id,
+                "task_id": task.id,
+                "rootTaskId": None,
+                "timestamp": _now_iso(),
+                "updateId": str(uuid.uuid4()),
+            }
+            data.update(fields)
+            event = self.store.append_event(task.id, task.project, type, alias, data, time.time())
+            self.hub.publish(event)
+            return True
+
+    def _emit_terminal(
+        self, task: TaskRow, type: str, final_status: str, fields: dict[str, Any]
+    ) -> bool:
+        with self._lock:
+            if task.id in self._ended:
+                return False
+            fields = {**fields, "requireAck": task.require_ack}
+            if not self._emit(task, type, fields):
+                return False
+            self._ended.add(task.id)
+            run = self._runs.get(task.id)
+            if run is not None:
+                run.ended = True
+                run.abort_event.set()
+            result = fields.get("result") if type == TASK_END else None
+            status_text = fields.get("reason") if type != TASK_END else None
+            self.store.end_task(
+                task.id,
+                status=AWAITING_DELIVERY if task.require_ack else final_status,
+                final_status=final_status,
+                status_text=status_text,
+                result_json=None if result is None else _json_text(result, "the result"),
+                ended_at=time.time(),
+            )
+            return True
+
+    # --- API operations (called from the HTTP handlers) ----------------------
+
+    def owned(self, task_id: str, project: str) -> TaskRow:
+        task = self.store.task(task_id)
+        if task is None or task.project != project:
+            raise ApiError(404, f"No task with id {task_id!r} exists in this project.")
+        return task
+
+    def prepare(self, project: str, template_name: str) -> TaskRow:
+        template = self.templates.get(template_name)
+        if template is None:
+            known = ", ".join(repr(n) for n in sorted(self.templates)) or "none"
+            raise ApiError(
+                404, f"Unknown task template {template_name!r}. Templates on this server: {known}."
+            )
+        task_id = str(uuid.uuid4())
+        self.store.insert_task(task_id, project, template.name, template.branch, time.time())
+        task = self.store.task(task_id)
+        assert task is not None
+        return task
+
+    def finalize(
+        self,
+        task_id: str,
+        project: str,
+        *,
+        name: str | None,
+        input: Any,
+        priority: int,
+        require_ack: bool,
+    ) -> TaskRow:
+        task = self.owned(task_id, project)
+        template = self.templates.get(task.template)
+        if template is None:
+            raise ApiError(422, f"The template {task.template!r} is no longer defined.")
+        self._check_state_for_finalize(task)
+        if template.validator is not None:
+            error = _first_error(template.validator, input)
+            if error is not None:
+                raise ApiError(422, error)
+        input_json = _json_text(input, "the input")
+        with self._lock:
+            task = self.owned(task_id, project)
+            self._check_state_for_finalize(task)
+            self._seq += 1
+            self.store.finalize_task(
+                task_id,
+                name=name,
+                input_json=input_json,
+                priority=priority,
+                require_ack=require_ack,
+                finalized_at=time.time(),
+                queue_seq=self._seq,
+            )
+            task = self.owned(task_id, project)
+            self._emit(task, TASK_START, {"input": input})
+            self._enqueue(task_id, priority, self._seq)
+        return task
+
+    def _check_state_for_finalize(self, task: TaskRow) -> None:
+        if task.status == IDLE:
+            return
+        if task.status == STOPPED and task.finalized_at is None:
+            raise ApiError(
+                STATUS_ABORTED_BEFORE_FINALIZE,
+                f"Task {task.id} was aborted before it was finalized; it will not run.",
+            )
+        raise ApiError(STATUS_CONFLICT, f"Task {task.id} was already finalized.")
+
+    def abort(self, task_id: str, project: str, reason: str | None) -> None:
+        with self._lock:
+            task = self.owned(task_id, project)
+            if task.status in ENDED_STATUSES or task.id in self._ended:
+                raise ApiError(
+                    STATUS_CONFLICT,
+                    f"Task {task_id} has already ended ({task.status}); there is nothing to abort.",
+                )
+            run = self._runs.get(task_id)
+            if run is not None:
+                run.abort_event.set()
+            self._emit_terminal(task, TASK_ABORTED, STOPPED, {"reason": reason})
+
+    def protect(self, task_id: str, project: str) -> None:
+        self.owned(task_id, project)
+        self.store.protect(task_id)
+
+    def ack(self, task_id: str, project: str) -> None:
+        with self._lock:
+            task = self.owned(task_id, project)
+            if task.status != AWAITING_DELIVERY:
+                raise ApiError(
+                    STATUS_CONFLICT,
+                    f"Task {task_id} is not awaiting delivery (its status is {task.status}); "
+                    "only a task finalized with requireAck that has ended can be acked.",
+                )
+            self.store.set_status(task_id, task.final_status or SUCCESSFUL)
+
+    def get(
+        self, task_id: str, project: str
+    ) -> tuple[TaskRow, list[tuple[str, Any]], list[tuple[str, str]]]:
+        task = self.owned(task_id, project)
+        data, errors = self.store.node_outputs(task_id)
+        return task, data, errors
+
+    def cleanup(self, *, retention: float, prepare_ttl: float) -> list[str]:
+        now = time.time()
+        with self._lock:
+            deleted = self.store.delete_expired(
+                ended_before=now - retention, prepared_before=now - prepare_ttl
+            )
+            self._ended.difference_update(deleted)
+        return deleted
+
+    # --- scheduling ---------------------------------------------------------
+
+    def _enqueue(self, task_id: str, priority: int, seq: int) -> None:
+        with self._lock:
+            heapq.heappush(self._queue, (priority, seq, task_id))
+            self._wakeup.notify()
+
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._stopping:
+                    self._wakeup.wait()
+                if self._stopping:
+                    return
+                _, _, task_id = heapq.heappop(self._queue)
+                task = self.store.task(task_id)
+                if task is None or task.status != PENDING or task_id in self._ended:
+                    continue
+                self.store.set_status(task_id, RUNNING)
+                run = self._runs[task_id] = _Run()
+            try:
+                self._run(task, run)
+            except Exception:  # a bug of ours, not of a node: never kill the worker
+                log.exception("task %s: the runner failed", task_id)
+                self._emit_terminal(
+                    task, TASK_ERROR, FAILED, {"reason": "internal error of the local server"}
+                )
+            finally:
+                with self._lock:
+                    self._runs.pop(task_id, None)
+
+    def _run(self, task: TaskRow, run: _Run) -> None:
+        template = self.templates[task.template]
+        ctx = NodeContext(
+            task_id=task.id, input=task.input, name=task.name, abort_event=run.abort_event
+        )
+        last_data: Any = None
+        for node in template.order:
+            if run.abort_event.is_set():
+                return
+            alias = node.alias
+            info = {"id": template.node_id(alias), "type": node.type, "alias": alias}
+            ctx.alias = node.alias
+
+            def defer(
+                kind: str, fields: dict[str, Any], info: dict[str, str] = info, alias: str = alias
+            ) -> None:
+                self._emit(task, NODE_DEFER, {"node": info, **fields}, alias)
+
+            ctx._emit = defer
+            self._emit(task, NODE_START, {"node": info}, node.alias)
+            try:
+                value = node.function(ctx)
+                values = value if inspect.isgenerator(value) else ([] if value is None else [value])
+                try:
+                    for item in values:
+                        if run.abort_event.is_set():
+                            return
+                        output = None
+                        if isinstance(item, Output):
+                            output, item = item.name, item.data
+                        _json_text(item, f"node {node.alias!r} produced data that")
+                        if not self._emit(
+                            task,
+                            NODE_UPDATE,
+                            {"node": info, "data": item, "output": output},
+                            node.alias,
+                        ):
+                            return
+                        ctx._data[node.alias] = item
+                        last_data = item
+                finally:
+                    if inspect.isgenerator(values):
+                        values.close()
+            except TaskAbortedSignal:
+                return
+            except Exception as err:
+                if run.abort_event.is_set():
+                    return
+                message = str(err) or type(err).__name__
+                log.debug(
+                    "task %s: node %s failed\n%s", task.id, node.alias, traceback.format_exc()
+                )
+                self._emit(task, NODE_ERROR, {"node": info, "error": message}, node.alias)
+                ctx._errors[node.alias] = message
+                if not node.optional:
+                    self._emit_terminal(
+                        task,
+                        TASK_ERROR,
+                        FAILED,
+                        {"reason": f"node {node.alias!r} failed: {message}"},
+                    )
+                    return
+                continue
+            finally:
+                ctx._emit = None
+            self._emit(task, NODE_END, {"node": info}, node.alias)
+        ctx.alias = None
+        if run.abort_event.is_set():
+            return
+        try:
+            result = template.result(ctx) if template.result is not None else last_data
+            _json_text(result, "the template's result")
+        except Exception as err:
+            if run.abort_event.is_set():
+                return
+            reason = f"the template's result failed: {str(err) or type(err).__name__}"
+            self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": reason})
+            return
+        self._emit_terminal(task, TASK_END, SUCCESSFUL, {"result": result, "exit": None})
+
+
+def _first_error(validator: Any, instance: Any) -> str | None:
+    """The most relevant schema violation, as a sentence naming the field."""
+    import jsonschema.exceptions
+
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if error is None:
+        return None
+    path = "".join(
+        f"[{part}]" if isinstance(part, int) else (f".{part}" if i else str(part))
+        for i, part in enumerate(error.absolute_path)
+    )
+    where = f"at '{path}'" if path else "at the top level"
+    return f"The input failed the template's input schema {where}: {error.message}"
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

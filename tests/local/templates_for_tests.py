@@ -1,0 +1,79 @@
+"""Templates the local-server tests run. Importable by tests and subprocesses."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from requence_task.local import NodeContext, Output, Template, service
+
+# Tests open a gate to let a "gated" task finish; one gate per task input key.
+GATES: dict[str, threading.Event] = {}
+
+
+def gate(key: str) -> threading.Event:
+    return GATES.setdefault(key, threading.Event())
+
+
+def greet(ctx: NodeContext) -> dict[str, Any]:
+    return {"message": f"Hello, {ctx.input['name']}!"}
+
+
+def count(ctx: NodeContext) -> Any:
+    for i in range(int(ctx.input.get("steps", 3)) if isinstance(ctx.input, dict) else 3):
+        yield {"step": i + 1}
+
+
+def boom(ctx: NodeContext) -> None:
+    raise RuntimeError("the boiler exploded")
+
+
+def wait_for_gate(ctx: NodeContext) -> dict[str, Any]:
+    # Waits until a test opens the gate named by the input, or the task is aborted.
+    event = gate(ctx.input["gate"])
+    while not event.wait(0.02):
+        if ctx.aborted:
+            return {"aborted": True}
+    return {"opened": ctx.input["gate"]}
+
+
+def many(ctx: NodeContext) -> Any:
+    for i in range(int(ctx.input["n"])):
+        yield {"i": i}
+
+
+def deferring(ctx: NodeContext) -> Any:
+    ctx.defer("waiting for a human")
+    yield Output("approved", {"ok": True})
+
+
+def not_json(ctx: NodeContext) -> Any:
+    return {"when": object()}
+
+
+TEMPLATES = [
+    Template(
+        "greet",
+        input_schema={
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        },
+        nodes=[service("greeter", greet), service("counter", count, after=["greeter"])],
+        result=lambda ctx: ctx.node_data("greeter"),
+    ),
+    Template("echo", nodes=[service("echo", lambda ctx: {"input": ctx.input})]),
+    Template("fail", nodes=[service("first", greet), service("boom", boom, after=["first"])]),
+    Template(
+        "optional-fail",
+        nodes=[
+            service("boom", boom, optional=True),
+            service("after", lambda ctx: {"saw_error": ctx.node_error("boom")}, after=["boom"]),
+        ],
+    ),
+    Template("gated", nodes=[service("wait", wait_for_gate)]),
+    Template("many", nodes=[service("many", many)]),
+    Template("defer", nodes=[service("defer", deferring)]),
+    Template("not-json", nodes=[service("bad", not_json)]),
+    Template("dev-branch", nodes=[service("echo", lambda ctx: 1)], branch="feature-x"),
+]
