@@ -6,7 +6,6 @@ import asyncio
 import html
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -298,12 +297,15 @@ def build_app(rq: LocalRequence) -> Starlette:
                         continue
                     if types is not None and event.type not in types:
                         continue
+                    terminal = task_id is not None and event.type in TERMINAL_UPDATE_TYPES
                     if after is None and since is not None and event.created_at < since:
+                        if terminal:
+                            return  # the end came before `since`: nothing more to send
                         continue
                     yield frame(event)
                     after = event.position
                     sent += 1
-                    if task_id is not None and event.type in TERMINAL_UPDATE_TYPES:
+                    if terminal:
                         return
                     if cut_after is not None and sent >= cut_after:
                         return
@@ -368,11 +370,12 @@ async def _json_object(request: Request, limit: int, *, empty_ok: bool = False) 
 def _cursor(body: dict[str, Any]) -> tuple[int | None, float | None]:
     """``(lastPosition, since as epoch seconds)`` of a watch request body."""
     last = body.get("lastPosition")
-    if last is not None and (not isinstance(last, int) or isinstance(last, bool) or last < 0):
-        raise ApiError(400, "'lastPosition' must be a non-negative integer or absent.")
-    if last is not None:
-        return last, None
-    return None, parse_since(body.get("since"))
+    if last is not None and (
+        not isinstance(last, int) or isinstance(last, bool) or not 0 <= last < 2**63
+    ):
+        raise ApiError(400, "'lastPosition' must be a non-negative integer below 2**63, or absent.")
+    since = parse_since(body.get("since"))  # checked even when lastPosition wins
+    return (last, None) if last is not None else (None, since)
 
 
 def parse_since(value: Any) -> float | None:
@@ -394,7 +397,7 @@ def parse_since(value: Any) -> float | None:
                 400, f"'since' is not an ISO-8601 date or date-time: {value[:64]!r}."
             ) from None
         moment = datetime(day.year, day.month, day.day)
-    stamp = moment.timestamp()
-    if not math.isfinite(stamp):
-        raise ApiError(400, "'since' is out of range.")
-    return stamp
+    try:
+        return moment.timestamp()
+    except (OverflowError, OSError, ValueError):
+        raise ApiError(400, f"'since' is out of the range of dates: {value[:64]!r}.") from None

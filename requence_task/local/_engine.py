@@ -44,7 +44,7 @@ from .._protocol import (
 )
 from ._hub import Hub
 from ._store import ENDED_STATUSES, Store, TaskRow
-from ._templates import NodeContext, Output, TaskAbortedSignal, Template
+from ._templates import NodeContext, Output, Template
 
 log = logging.getLogger("requence_task.local")
 
@@ -329,7 +329,7 @@ class Engine:
                 run = self._runs[task_id] = _Run()
             try:
                 self._run(task, run)
-            except Exception:  # a bug of ours, not of a node: never kill the worker
+            except BaseException:  # a bug of ours, not of a node: never kill the worker
                 log.exception("task %s: the runner failed", task_id)
                 self._emit_terminal(
                     task, TASK_ERROR, FAILED, {"reason": "internal error of the local server"}
@@ -381,12 +381,10 @@ class Engine:
                 finally:
                     if inspect.isgenerator(values):
                         values.close()
-            except TaskAbortedSignal:
-                return
-            except Exception as err:
+            except BaseException as err:  # SystemExit in a node must not kill the worker
                 if run.abort_event.is_set():
-                    return
-                message = str(err) or type(err).__name__
+                    return  # includes TaskAbortedSignal: the task already ended
+                message = _describe(err)
                 log.debug(
                     "task %s: node %s failed\n%s", task.id, node.alias, traceback.format_exc()
                 )
@@ -410,13 +408,21 @@ class Engine:
         try:
             result = template.result(ctx) if template.result is not None else last_data
             _json_text(result, "the template's result")
-        except Exception as err:
+        except BaseException as err:
             if run.abort_event.is_set():
                 return
-            reason = f"the template's result failed: {str(err) or type(err).__name__}"
+            reason = f"the template's result failed: {_describe(err)}"
             self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": reason})
             return
         self._emit_terminal(task, TASK_END, SUCCESSFUL, {"result": result, "exit": None})
+
+
+def _describe(err: BaseException) -> str:
+    """A node's exception as a message: its text, or its class where that says more."""
+    text = str(err)
+    if isinstance(err, Exception) and text:
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _first_error(validator: Any, instance: Any) -> str | None:

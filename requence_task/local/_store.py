@@ -329,19 +329,21 @@ class Store:
         """The latest data of each node alias, and each node's error, in node order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT type, alias, data FROM events WHERE task_id = ? AND alias IS NOT NULL "
-                "AND type IN ('nodeUpdate', 'nodeError') ORDER BY position",
+                "SELECT type, alias, data FROM events WHERE position IN ("
+                " SELECT MAX(position) FROM events WHERE task_id = ? AND alias IS NOT NULL"
+                " AND type IN ('nodeUpdate', 'nodeError') GROUP BY type, alias"
+                ") ORDER BY position",
                 (task_id,),
             ).fetchall()
-        data: dict[str, Any] = {}
-        errors: dict[str, str] = {}
+        data: list[tuple[str, Any]] = []
+        errors: list[tuple[str, str]] = []
         for type_, alias, text in rows:
             payload = json.loads(text)
             if type_ == "nodeUpdate":
-                data[alias] = payload.get("data")
+                data.append((alias, payload.get("data")))
             else:
-                errors[alias] = payload.get("error")
-        return list(data.items()), list(errors.items())
+                errors.append((alias, payload.get("error")))
+        return data, errors
 
 
 def _cursor_clause(

@@ -1,0 +1,83 @@
+"""Run inside a virtual environment that has the official ``requence`` client.
+
+Usage: python official_client_script.py ACCESS_TOKEN
+Prints one JSON object with what the official client saw.
+"""
+
+import json
+import sys
+import threading
+import time
+from datetime import datetime
+
+from requence.task import Task, TaskWatcher, abort_task, get_task, protect_task
+
+token = sys.argv[1]
+out = {}
+
+# A task to its result, with every update iterated.
+task = Task("greet", input={"name": "World", "steps": 2}, access_token=token)
+out["updates"] = [update["type"] for update in task.sync.updates]
+result = task.sync.result
+out["result"] = result["result"]
+out["node_data"] = result["node_data"]
+out["task_url"] = result["task_url"]
+out["task_id"] = task.sync.id
+
+# get_task on the finished task.
+status, context = get_task(out["task_id"], access_token=token)
+out["get_status"] = status
+out["get_input"] = context["input"]
+
+# A validation error surfaces as the creation error.
+bad = Task("greet", input={"nom": "World"}, access_token=token)
+try:
+    _ = bad.sync.id
+    out["validation_error"] = None
+except Exception as error:  # the official client raises TaskException
+    out["validation_error"] = f"{type(error).__name__}: {error}"
+
+# A failing task's result raises with the reason.
+failing = Task("fail", input={"name": "x"}, access_token=token)
+try:
+    _ = failing.sync.result
+    out["failure"] = None
+except Exception as error:
+    out["failure"] = f"{type(error).__name__}: {error}"
+
+# abort and protect by id, on a gated (long) task.
+gated = Task("gated", input={"gate": "official-never-opened"}, access_token=token)
+gated_id = gated.sync.id
+protect_task(gated_id, access_token=token)
+abort_task(gated_id, access_token=token, reason="official abort")
+try:
+    _ = gated.sync.result
+    out["aborted"] = None
+except Exception as error:
+    out["aborted"] = f"{type(error).__name__}: {error}"
+
+# TaskWatcher sees the updates of a new task, from "now". The official watcher
+# (0.8.2) dies with a KeyError on the first terminal update it sees (it never
+# stores its per-task entry before deleting it), so only the updates before
+# the end are checked, read on a thread of our own with a deadline.
+watcher = TaskWatcher(since=datetime.now(), access_token=token)
+time.sleep(0.3)
+watched = Task("echo", input={"n": 1}, access_token=token)
+watched_id = watched.sync.id
+seen = []
+
+
+def consume():
+    for update, incomplete in watcher.sync().updates:
+        if update.get("task_id") == watched_id:
+            seen.append([update["type"], incomplete])
+
+
+threading.Thread(target=consume, daemon=True).start()
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline and "nodeEnd" not in [t for t, _ in seen]:
+    time.sleep(0.05)
+watcher.stop()
+out["watched"] = seen
+
+print(json.dumps(out))
