@@ -359,12 +359,21 @@ async def _json_object(request: Request, limit: int, *, empty_ok: bool = False) 
             return {}
         raise ApiError(400, "The request body is empty; send a JSON object.")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise ApiError(400, f"The request body is not valid JSON: {err}.") from err
+        body = json.loads(raw, parse_constant=_reject_constant)
+        # What cannot be written back as strict UTF-8 JSON (lone surrogates) is refused
+        # here, not deep in storage after a stream has begun.
+        json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except RecursionError:
+        raise ApiError(400, "The request body is JSON nested too deeply.") from None
+    except (UnicodeError, ValueError) as err:
+        raise ApiError(400, f"The request body is not valid JSON: {err}.") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"The request body must be a JSON object, not {type(body).__name__}.")
     return body
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _cursor(body: dict[str, Any]) -> tuple[int | None, float | None]:
