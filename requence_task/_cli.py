@@ -132,10 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE  # pragma: no cover
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 def console_main() -> None:
     """Entry point of the ``requence-task`` console script."""
     sys.exit(main())

@@ -11,7 +11,6 @@ import heapq
 import inspect
 import json
 import logging
-import math
 import threading
 import time
 import traceback
@@ -438,7 +437,3 @@ def _first_error(validator: Any, instance: Any) -> str | None:
     )
     where = f"at '{path}'" if path else "at the top level"
     return f"The input failed the template's input schema {where}: {error.message}"
-
-
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
