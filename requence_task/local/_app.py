@@ -55,7 +55,7 @@ def build_app(rq: LocalRequence) -> Starlette:
         async def serve(request: Request) -> Response:
             started = time.perf_counter()
             try:
-                response = await _faulted(name)
+                response = await _faulted(name) if auth else None
                 if response is None:
                     project = _authenticate(request) if auth else ""
                     response = await handler(request, project)

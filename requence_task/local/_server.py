@@ -71,7 +71,7 @@ class LocalRequence:
         retention: float | timedelta = timedelta(days=1),
         prepare_ttl: float | timedelta = timedelta(minutes=10),
         cleanup_interval: float | timedelta | None = None,
-        keepalive_interval: float = 15.0,
+        keepalive_interval: float | timedelta = 15.0,
         max_payload_size: int = 10 * 1024 * 1024,
         max_file_size: int = 100 * 1024 * 1024,
     ) -> None:
@@ -101,6 +101,12 @@ class LocalRequence:
             else max(_seconds(cleanup_interval, "cleanup_interval"), 0.01)
         )
         self.keepalive_interval = _seconds(keepalive_interval, "keepalive_interval")
+        for label, size in (
+            ("max_payload_size", max_payload_size),
+            ("max_file_size", max_file_size),
+        ):
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                raise ValueError(f"{label} must be a positive number of bytes, got {size!r}")
         self.max_payload_size = max_payload_size
         self.max_file_size = max_file_size
         self.faults = Faults()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -76,6 +77,11 @@ def service(
         raise ValueError("a node's alias must be a non-empty string")
     if not callable(function):
         raise TypeError(f"node {alias!r}: function must be callable, not {type(function).__name__}")
+    if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+        raise TypeError(
+            f"node {alias!r}: async functions are not supported; write a plain function "
+            "(nodes run on worker threads, so blocking calls are fine)"
+        )
     after_tuple = (after,) if isinstance(after, str) else tuple(after)
     return Node(alias=alias, function=function, after=after_tuple, optional=optional)
 
@@ -207,7 +213,8 @@ class NodeContext:
 
     @property
     def aborted(self) -> bool:
-        """True once the task was aborted; long nodes should stop then."""
+        """True once the task was aborted, or the server is stopping; long nodes
+        should return then (what they produce afterwards is discarded)."""
         return self._abort_event.is_set()
 
     def wait(self, seconds: float) -> bool:

@@ -1,0 +1,126 @@
+"""Every Python sample in docs/local-server.md runs.
+
+Fenced blocks are chosen by their info string:
+
+- ```` ```python ````: run with ``exec`` in a fresh namespace, with the repo
+  root as working directory (so ``examples/templates.py`` resolves); the test
+  fails if the sample raises.
+- ```` ```python pytest ````: a test module; it is written to a temporary
+  directory and run by pytest in a subprocess, which must pass every test.
+- ```` ```python no-run ````: only compiled (it needs another package, or a
+  terminal and Ctrl-C).
+
+Other languages (``bash``, ``text``) are not run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "local-server.md"
+
+_FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+
+
+class Sample:
+    def __init__(self, info: str, code: str, line: int) -> None:
+        words = info.split()
+        self.language = words[0] if words else ""
+        self.flags = frozenset(words[1:])
+        self.code = code
+        self.line = line
+
+    @property
+    def id(self) -> str:
+        flags = "-".join(sorted(self.flags))
+        return f"line{self.line}" + (f"-{flags}" if flags else "")
+
+
+def samples(text: str) -> list[Sample]:
+    found = []
+    for match in _FENCE.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        found.append(Sample(match.group(1).strip(), match.group(2), line))
+    return found
+
+
+PYTHON = [s for s in samples(DOC.read_text(encoding="utf-8")) if s.language == "python"]
+KNOWN_FLAGS = {"no-run", "pytest"}
+
+
+@contextmanager
+def cwd(path: Path) -> Iterator[None]:
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _server_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("requence-local")}
+
+
+def test_the_doc_has_samples_of_every_kind() -> None:
+    assert len(PYTHON) >= 10
+    assert {flag for s in PYTHON for flag in s.flags} <= KNOWN_FLAGS
+    assert sum("pytest" in s.flags for s in PYTHON) == 1
+    assert sum("no-run" in s.flags for s in PYTHON) <= 2
+
+
+def test_the_sample_parser_sees_fences() -> None:
+    text = "a\n```python\nx = 1\n```\n\n```python no-run\ny\n```\n```bash\nls\n```\n"
+    found = samples(text)
+    assert [(s.language, sorted(s.flags), s.code, s.line) for s in found] == [
+        ("python", [], "x = 1\n", 2),
+        ("python", ["no-run"], "y\n", 6),
+        ("bash", [], "ls\n", 9),
+    ]
+
+
+def test_a_raising_sample_fails() -> None:
+    with pytest.raises(AssertionError):
+        run_sample(Sample("python", "assert 1 == 2\n", 1))
+
+
+def run_sample(sample: Sample) -> None:
+    code = compile(sample.code, f"{DOC.name}:{sample.line}", "exec")
+    namespace = {"__name__": "__doc_sample__"}
+    with cwd(ROOT):
+        exec(code, namespace)
+
+
+@pytest.mark.parametrize("sample", PYTHON, ids=[s.id for s in PYTHON])
+def test_sample(sample: Sample, tmp_path: Path) -> None:
+    if "no-run" in sample.flags:
+        compile(sample.code, f"{DOC.name}:{sample.line}", "exec")
+        pytest.skip("marked no-run")
+    before = _server_threads()
+    if "pytest" in sample.flags:
+        module = tmp_path / "test_doc_sample.py"
+        module.write_text(sample.code, encoding="utf-8")
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(module)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert re.search(r"\b[1-9]\d* passed\b", done.stdout), done.stdout[-3000:]
+        assert not re.search(r"\b(failed|error|errors|skipped)\b", done.stdout), done.stdout
+    else:
+        run_sample(sample)
+    # A sample that starts a server must stop it.
+    assert _server_threads() <= before
