@@ -1,25 +1,97 @@
 """Start and monitor tasks on the Requence workflow platform.
 
-The client arrives in a later release; today the package holds the shared
-token codec and errors, and :mod:`requence_task.local`, a local Requence
-server for development and tests.
+Synchronous first: ``Task(...)`` returns at once, creation runs on background
+threads, and the handle gives future-style accessors that each take a
+time-out. A local Requence for development and tests is in
+:mod:`requence_task.local`.
+
+Example:
+    >>> from requence_task import Task
+    >>> task = Task("my-template", input={"name": "World"})  # doctest: +SKIP
+    >>> for update in task:  # doctest: +SKIP
+    ...     print(update.type)
+    >>> task.result(timeout=60).result  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
 
-from ._errors import ConfigurationError, InvalidTokenError, RequenceError
+from ._client import BranchWarning, Client
+from ._config import RetryPolicy, Timeouts
+from ._errors import (
+    ApiError,
+    AuthenticationError,
+    ConfigurationError,
+    InvalidTokenError,
+    MissingTokenError,
+    RequenceError,
+    RequenceUnreachableError,
+    TaskAbortedError,
+    TaskError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+)
+from ._task import Task
+from ._updates import (
+    NodeDeferUpdate,
+    NodeEndUpdate,
+    NodeErrorUpdate,
+    NodeInfo,
+    NodeStartUpdate,
+    NodeUpdateUpdate,
+    TaskAbortedUpdate,
+    TaskContext,
+    TaskEndUpdate,
+    TaskErrorUpdate,
+    TaskResult,
+    TaskStartUpdate,
+    UnknownUpdate,
+    Update,
+)
 from ._version import __version__
 
 __all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "BranchWarning",
+    "Client",
     "ConfigurationError",
     "InvalidTokenError",
+    "MissingTokenError",
+    "NodeDeferUpdate",
+    "NodeEndUpdate",
+    "NodeErrorUpdate",
+    "NodeInfo",
+    "NodeStartUpdate",
+    "NodeUpdateUpdate",
     "RequenceError",
+    "RequenceUnreachableError",
+    "RetryPolicy",
+    "Task",
+    "TaskAbortedError",
+    "TaskAbortedUpdate",
+    "TaskContext",
+    "TaskEndUpdate",
+    "TaskError",
+    "TaskErrorUpdate",
+    "TaskFailedError",
+    "TaskNotFoundError",
+    "TaskResult",
+    "TaskStartUpdate",
+    "TaskTimeoutError",
+    "Timeouts",
+    "UnknownUpdate",
+    "Update",
     "__version__",
 ]
 
-for _name in ("ConfigurationError", "InvalidTokenError", "RequenceError"):
-    globals()[_name].__module__ = "requence_task"
+# Reprs and docs say requence_task.X, not the private module.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj
 
 logging.getLogger("requence_task").addHandler(logging.NullHandler())

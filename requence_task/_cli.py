@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import runpy
 import signal
@@ -43,7 +44,44 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free)")
     serve.add_argument("--db", default=":memory:", help="SQLite file (default: in memory)")
     serve.add_argument("--concurrency", type=int, default=4, help="tasks run at once (default 4)")
+    demo = commands.add_parser(
+        "demo",
+        help="run a task on a local Requence and print its updates and result",
+        description=(
+            "Start a local Requence with a demo template, start a task with the client, "
+            "print its live updates and its result, show a rejected input, and stop."
+        ),
+    )
+    demo.add_argument("--name", default="World", help="the name to greet (default World)")
     return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import Client, Task, TaskError
+    from .local import LocalRequence
+    from .local._demo import DEMO_TEMPLATES
+
+    with LocalRequence(DEMO_TEMPLATES) as rq, Client(rq.access_token) as client:
+        print(f"Local Requence running at {rq.base_url}")
+        task = Task("greeting", input={"name": args.name}, name="Demo", client=client)
+        print(f"Task {task.task_id(timeout=10)} created: {task.task_url(timeout=10)}")
+        for update in task.updates(timeout=30):
+            node = getattr(update, "node", None)
+            alias = node.alias if node is not None else ""
+            data = getattr(update, "data", None)
+            detail = json.dumps(data) if data is not None else ""
+            print(f"  {update.type:<12} {alias or '':<8} {detail}".rstrip())
+        result = task.result(timeout=30)
+        print("Result:")
+        print(json.dumps(result.result, indent=2))
+        rejected = Task("greeting", input={"name": ""}, client=client)
+        try:
+            rejected.finalized(timeout=10)
+        except TaskError as err:
+            print(
+                f"A task with an empty name is rejected (HTTP {err.status}): {err.server_message}"
+            )
+    return EXIT_OK
 
 
 def load_templates(path: str) -> list[Any]:
@@ -120,9 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.debug:
+        logging.getLogger("uvicorn").setLevel(logging.WARNING)
     try:
         if args.command == "local" and args.local_command == "serve":
             return _serve(args)
+        if args.command == "demo":
+            return _demo(args)
     except _UsageError as err:
         print(f"requence-task: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -3,15 +3,29 @@
 ::
 
     RequenceError
-    ├── ConfigurationError (ValueError)
-    │   └── InvalidTokenError
-    └── (more arrive with the client: task, time-out and transport errors)
+    ├── ConfigurationError (ValueError)      a setting or argument is wrong
+    │   ├── InvalidTokenError                the access token does not decode
+    │   └── MissingTokenError                no access token anywhere
+    ├── AuthenticationError                  401/403: the token was refused
+    ├── RequenceUnreachableError             refused, DNS, connect time-out, 502/503/504
+    ├── ApiError                             an answer the protocol does not expect
+    ├── TaskNotFoundError (LookupError)      404 for a task id
+    ├── TaskError                            the task could not be created, or did not succeed
+    │   ├── TaskFailedError                  it ran and failed
+    │   └── TaskAbortedError                 it was aborted
+    └── TaskTimeoutError (TimeoutError)      a wait passed its time-out; the task goes on
 
 Every message says what was wrong and what to do. None ever contains an
-access token: not the encoded token, not the bearer inside it.
+access token: not the encoded token, not the bearer inside it. Attributes
+never raise; where a value is unknown it is ``None``.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._updates import TaskContext
 
 
 class RequenceError(Exception):
@@ -27,3 +41,171 @@ class InvalidTokenError(ConfigurationError):
 
     The message says which rule the token broke, never the token itself.
     """
+
+
+class MissingTokenError(ConfigurationError):
+    """No access token was given, and none was found in the usual places."""
+
+
+class AuthenticationError(RequenceError):
+    """Requence refused the access token (HTTP 401 or 403).
+
+    Attributes:
+        status: The HTTP status, 401 or 403.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RequenceUnreachableError(RequenceError):
+    """Requence could not be reached within the retry budget. Retry later.
+
+    Raised for a refused connection, a DNS failure, a connect time-out, or a
+    gateway status (502, 503, 504), once retries with backoff used up the
+    client's budget.
+
+    Attributes:
+        status: The last gateway status, or ``None`` when no answer came.
+        attempts: How many attempts were made.
+    """
+
+    def __init__(
+        self, message: str | None = None, *, status: int | None = None, attempts: int = 1
+    ) -> None:
+        super().__init__(
+            message
+            or "Requence is not reachable right now"
+            + (f" (HTTP {status})" if status else "")
+            + f" after {attempts} attempt{'s' if attempts != 1 else ''}; retry later."
+        )
+        self.status = status
+        self.attempts = attempts
+
+
+class ApiError(RequenceError):
+    """Requence answered with a status this call does not expect.
+
+    Attributes:
+        status: The HTTP status.
+        body: The answer's text (at most 2,000 characters).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, body: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class TaskNotFoundError(RequenceError, LookupError):
+    """No task with this id exists for this token (HTTP 404).
+
+    Attributes:
+        task_id: The id asked for.
+    """
+
+    def __init__(self, message: str, *, task_id: str | None = None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class TaskError(RequenceError):
+    """The task could not be created or started, or it did not succeed.
+
+    Raised by ``finalized()`` and ``result()`` when Requence rejected the task
+    (for instance its input failed the template's input schema).
+
+    Attributes:
+        message: The whole message (also ``str(error)``).
+        server_message: The server's own reason, as it gave it, if it gave one.
+        status: The HTTP status of the rejecting answer, if there was one.
+        template: The task template's name.
+        task_id: The task's id, if it got one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        template: str | None = None,
+        task_id: str | None = None,
+        server_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.server_message = server_message
+        self.status = status
+        self.template = template
+        self.task_id = task_id
+
+
+class TaskFailedError(TaskError):
+    """The task ran and failed (a ``taskError`` update).
+
+    Attributes:
+        reason: The task's reason, as Requence gave it.
+        context: What was folded from the task's updates up to its end:
+            input, node data and node errors by alias.
+    """
+
+    def __init__(
+        self,
+        reason: str | None,
+        *,
+        task_id: str | None = None,
+        template: str | None = None,
+        context: TaskContext | None = None,
+    ) -> None:
+        super().__init__(
+            f"Task {task_id} failed: {reason or 'no reason given'}",
+            template=template,
+            task_id=task_id,
+        )
+        self.reason = reason
+        self.context = context
+
+
+class TaskAbortedError(TaskError):
+    """The task was aborted (a ``taskAborted`` update, or aborted before it started).
+
+    Attributes:
+        reason: The reason given to abort, or ``None``.
+    """
+
+    def __init__(
+        self,
+        reason: str | None,
+        *,
+        task_id: str | None = None,
+        template: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(
+            f"Task {task_id} was aborted" + (f": {reason}" if reason else ""),
+            template=template,
+            task_id=task_id,
+            status=status,
+        )
+        self.reason = reason
+
+
+class TaskTimeoutError(RequenceError, TimeoutError):
+    """A wait passed its time-out. The task itself goes on; wait again, or abort it.
+
+    Catchable as the built-in ``TimeoutError``.
+
+    Attributes:
+        timeout: The time-out that passed, in seconds.
+    """
+
+    def __init__(self, message: str, *, timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+def _summary(value: Any, limit: int = 2000) -> str:
+    """A bounded text for messages and attributes."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,222 @@
+"""A live update stream that survives drops: SSE parsing by sseclient-py, plus
+the three things it leaves to us: resuming from the last position, backing
+off between reconnects, and treating a silent connection as dropped.
+
+Every event is yielded exactly once, in order, however often the connection
+drops: a reconnect sends ``lastPosition`` (or, before any event, the same
+``since`` as the first request), and the server sends only what came after.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import requests
+import sseclient
+
+from ._errors import ApiError, RequenceUnreachableError, TaskNotFoundError
+from ._http import ClientClosedError, Transport, Unreachable, error_text
+
+log = logging.getLogger("requence_task")
+
+
+@attrs.frozen
+class RawEvent:
+    """One SSE event: its position (the ``id:``), type and JSON object."""
+
+    position: int | None
+    type: str
+    data: dict[str, Any]
+
+
+class ResumingStream:
+    """Reads an SSE endpoint of the task API, resuming after every drop.
+
+    Args:
+        transport: The client's transport.
+        url: The stream's URL (``urls.watch``, or the watch-all URL).
+        body: Extra body fields sent on every (re)connect, e.g. ``only``.
+        since: ISO-8601 ``since`` of the first request (``None``: from the start).
+        what: Names the stream in errors and logs.
+        task_id: For error attributes.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        url: str,
+        *,
+        body: dict[str, Any] | None = None,
+        since: str | None = None,
+        what: str,
+        task_id: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self._transport = transport
+        self._url = url
+        self._body = dict(body or {})
+        self._since = since
+        self._what = what
+        self._task_id = task_id
+        self._stop = stop or threading.Event()
+        self._response: requests.Response | None = None
+        self._lock = threading.Lock()
+        self.last_position: int | None = None
+        self.reconnects = 0
+
+    def close(self) -> None:
+        """Stop reading, from any thread: the iterator ends soon after."""
+        self._stop.set()
+        with self._lock:
+            response = self._response
+        if response is not None:
+            response.close()
+
+    def _request_body(self) -> bytes:
+        body: dict[str, Any] = dict(self._body)
+        body["since"] = self._since
+        if self.last_position is not None:
+            body["lastPosition"] = self.last_position
+        return json.dumps(body).encode()
+
+    def _connect(self) -> requests.Response:
+        response = self._transport.send(
+            "POST",
+            self._url,
+            body=self._request_body(),
+            content_type="application/json",
+            stream=True,
+            read_timeout=self._transport.timeouts.stream_inactivity,
+            headers={"Accept": "text/event-stream"},
+        )
+        if response.status_code == 404:
+            message = error_text(response)
+            response.close()
+            raise TaskNotFoundError(
+                f"{self._what}: Requence knows no such task ({message})", task_id=self._task_id
+            )
+        if not response.ok:
+            message = error_text(response)
+            response.close()
+            raise ApiError(
+                f"{self._what}: Requence refused the stream with HTTP {response.status_code}: "
+                f"{message}",
+                status=response.status_code,
+                body=message,
+            )
+        kind = response.headers.get("Content-Type", "")
+        if not kind.startswith("text/event-stream"):
+            response.close()
+            raise ApiError(
+                f"{self._what}: Requence answered with {kind or 'no content type'}, not an event "
+                "stream; is the token's base URL the Requence API?",
+                status=response.status_code,
+            )
+        return response
+
+    def __iter__(self) -> Iterator[RawEvent]:
+        return self.events()
+
+    def events(self) -> Iterator[RawEvent]:
+        """Every event of the stream, once each, until closed or a fatal error.
+
+        Raises:
+            RequenceUnreachableError: Reconnecting failed for the whole budget.
+            AuthenticationError, TaskNotFoundError, ApiError: fatal answers.
+        """
+        failures = 0
+        first_failure: float | None = None
+        delivered_without_position = 0
+        retry = self._transport.retry
+        while not self._stop.is_set():
+            progressed = False
+            status: int | None = None
+            try:
+                response = self._connect()
+                with self._lock:
+                    self._response = response
+                skip = delivered_without_position if self.last_position is None else 0
+                try:
+                    for event in sseclient.SSEClient(
+                        response.iter_content(chunk_size=None)
+                    ).events():
+                        if self._stop.is_set():
+                            return
+                        parsed = self._parse(event)
+                        if parsed is None:
+                            continue
+                        progressed = True
+                        failures, first_failure = 0, None
+                        if parsed.position is None:
+                            if skip:
+                                skip -= 1
+                                continue
+                            delivered_without_position += 1
+                        else:
+                            self.last_position = parsed.position
+                        yield parsed
+                finally:
+                    with self._lock:
+                        self._response = None
+                    response.close()
+                log.debug("%s: the stream ended before the task did; resuming", self._what)
+            except Unreachable as err:
+                status = err.status
+            except ClientClosedError:
+                return
+            except (requests.RequestException, ValueError, OSError) as err:
+                # A drop mid-stream: connection reset, read time-out (silence past the
+                # inactivity window), a broken chunk.
+                if self._stop.is_set():
+                    return
+                log.debug("%s: stream dropped (%s); resuming", self._what, type(err).__name__)
+            if self._stop.is_set():
+                return
+            self.reconnects += 1
+            if progressed:
+                continue  # resume at once; back off only when attempts make no progress
+            now = time.monotonic()
+            first_failure = now if first_failure is None else first_failure
+            if now - first_failure >= retry.budget:
+                raise RequenceUnreachableError(
+                    f"{self._what}: Requence is not reachable right now"
+                    + (f" (HTTP {status})" if status else "")
+                    + f"; gave up after {failures + 1} attempts over "
+                    f"{now - first_failure:.1f} s. The task goes on; watch it again later.",
+                    status=status,
+                    attempts=failures + 1,
+                )
+            pause = min(retry.delay(failures), retry.budget - (now - first_failure))
+            failures += 1
+            if self._stop.wait(max(pause, 0.0)):
+                return
+
+    def _parse(self, event: Any) -> RawEvent | None:
+        position: int | None = None
+        if event.id:
+            try:
+                position = int(event.id)
+            except (TypeError, ValueError):
+                log.warning("%s: skipped an event whose id is not an integer", self._what)
+                return None
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            log.warning("%s: skipped a %r event whose data is not JSON", self._what, event.event)
+            if position is not None:
+                self.last_position = position
+            return None
+        if not isinstance(data, dict):
+            log.warning(
+                "%s: skipped a %r event whose data is not a JSON object", self._what, event.event
+            )
+            if position is not None:
+                self.last_position = position
+            return None
+        return RawEvent(position=position, type=str(event.event), data=data)

@@ -1,0 +1,543 @@
+"""``Task``: a handle on one Requence task, with thread-backed futures."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+
+from ._client import Client, default_client
+from ._errors import (
+    ApiError,
+    ConfigurationError,
+    RequenceError,
+    TaskAbortedError,
+    TaskError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
+from ._http import Unreachable, error_text
+from ._protocol import (
+    IDLE,
+    LIVE_BRANCH,
+    PRIORITY_DEFAULT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    STATUS_ABORTED_BEFORE_FINALIZE,
+    STATUS_CONFLICT,
+    STOPPED,
+    TASK_ABORTED,
+    TASK_END,
+    TASK_ERROR,
+    prepare_path,
+    priority_to_wire,
+    show_path,
+    watch_path,
+)
+from ._stream import ResumingStream
+from ._updates import ContextFolder, TaskResult, Update
+
+log = logging.getLogger("requence_task")
+
+UpdateCallback = Callable[[Update], Any]
+
+
+@attrs.frozen
+class _Created:
+    task_id: str
+    watch_url: str
+    show_url: str | None
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or math.isnan(timeout)
+        or timeout < 0
+    ):
+        raise ConfigurationError(
+            f"timeout must be None (wait as long as it takes) or a number of seconds >= 0, "
+            f"got {timeout!r}"
+        )
+    return float(timeout)
+
+
+def _settle(future: concurrent.futures.Future[Any], error: BaseException) -> None:
+    """Fail ``future`` unless something settled it first (two threads may race)."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_exception(error)
+
+
+def _wait(future: concurrent.futures.Future[Any], timeout: float | None, what: str) -> Any:
+    try:
+        return future.result(_check_timeout(timeout))
+    except concurrent.futures.TimeoutError:
+        raise TaskTimeoutError(
+            f"{what} did not come within {timeout} s; the task goes on. "
+            "Call again to wait longer, or abort() it.",
+            timeout=timeout,
+        ) from None
+
+
+class _Monitor:
+    """The one live stream of a task, shared by every waiter and iterator."""
+
+    def __init__(self, task: Task) -> None:
+        self.updates: list[Update] = []
+        self.cond = threading.Condition()
+        self.finished = False
+        self.error: BaseException | None = None
+        self.stream: ResumingStream | None = None
+        self._client = task._client
+        self._template = task.template
+        self._created = task._created
+        self._result = task._result
+        self._on_update = task._on_update
+        self._task_url: str | None = None
+        self.thread = threading.Thread(target=self._run, name="requence-task-monitor", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._follow()
+        except BaseException as err:  # surfaces through result() and iteration
+            self._fail(err)
+        finally:
+            with self.cond:
+                self.finished = True
+                self.cond.notify_all()
+
+    def _fail(self, err: BaseException) -> None:
+        with self.cond:
+            self.error = err
+        _settle(self._result, err)
+
+    def _follow(self) -> None:
+        created: _Created = self._created.result()  # creation errors end the monitor
+        self._task_url = created.show_url
+        folder = ContextFolder(task_id=created.task_id)
+        stream = self.stream = ResumingStream(
+            self._client._transport,
+            created.watch_url,
+            what=f"the update stream of task {created.task_id}",
+            task_id=created.task_id,
+            stop=threading.Event(),
+        )
+        self._client._track(stream)
+        try:
+            for raw in stream:
+                update = folder.fold(raw.type, raw.data, raw.position)
+                with self.cond:
+                    self.updates.append(update)
+                    self.cond.notify_all()
+                if self._on_update is not None:
+                    try:
+                        self._on_update(update)
+                    except Exception:
+                        log.exception("on_update callback of task %s raised", created.task_id)
+                if update.type in (TASK_END, TASK_ERROR, TASK_ABORTED):
+                    self._finish(update, created)
+                    return
+        finally:
+            stream.close()
+        if not self._result.done():
+            raise RequenceError(
+                f"The update stream of task {created.task_id} stopped before the task ended "
+                "(the client was closed)."
+            )
+
+    def _finish(self, update: Update, created: _Created) -> None:
+        if getattr(update, "require_ack", False):
+            try:
+                self._client._ack(created.task_id)
+            except RequenceError as err:
+                log.warning("could not ack the delivery of task %s: %s", created.task_id, err)
+        context = update.context
+        if update.type == TASK_END:
+            self._result.set_result(TaskResult.from_context(context, task_url=self._task_url))
+        elif update.type == TASK_ERROR:
+            self._result.set_exception(
+                TaskFailedError(
+                    getattr(update, "reason", None),
+                    task_id=created.task_id,
+                    template=self._template,
+                    context=context,
+                )
+            )
+        else:
+            self._result.set_exception(
+                TaskAbortedError(
+                    getattr(update, "reason", None),
+                    task_id=created.task_id,
+                    template=self._template,
+                )
+            )
+
+    def iterate(self, timeout: float | None) -> Iterator[Update]:
+        index = 0
+        while True:
+            with self.cond:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while index >= len(self.updates) and not self.finished:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TaskTimeoutError(
+                            f"no update came within {timeout} s; the task goes on.",
+                            timeout=timeout,
+                        )
+                    self.cond.wait(remaining)
+                if index < len(self.updates):
+                    update = self.updates[index]
+                    index += 1
+                elif self.error is not None:
+                    raise self.error
+                else:
+                    return
+            yield update
+
+
+class Task:
+    """A Requence task: starts at once, in the background; wait for what you need.
+
+    ``Task(...)`` validates its arguments and returns immediately; creation
+    (prepare, then finalize) runs on the client's thread pool. Each accessor
+    waits only for what it needs, up to ``timeout`` seconds (``None`` waits as
+    long as it takes) and raises :class:`TaskTimeoutError` (a ``TimeoutError``)
+    when it passes. A time-out never stops the task: only :meth:`abort` does.
+
+    Args:
+        template: The task template's name.
+        input: The task's input: anything JSON can carry. Required when the
+            template defines an input schema.
+        name: A human-readable name for the task.
+        priority: 0 (low) to 10 (high); default 5.
+        access_token: The access token, if not from the environment or
+            ``pyproject.toml``. Use either this or ``client``.
+        require_ack: Hold the task's end until this client received it
+            (the client acks it); nothing is lost if the client was away.
+        suppress_branch_warning: Do not warn when the template runs on a
+            development branch.
+        on_update: Called with every update, on the task's monitor thread.
+            Starts monitoring at once.
+        client: The :class:`Client` to use; by default a shared one per token.
+
+    Raises:
+        ConfigurationError: A wrong argument (before any request is sent).
+        MissingTokenError, InvalidTokenError: No usable access token.
+
+    Example:
+        >>> task = Task("my-template", input={"name": "World"})  # doctest: +SKIP
+        >>> task.finalized(timeout=10)  # validation passed, the task started
+        >>> task.result(timeout=60).result
+    """
+
+    def __init__(
+        self,
+        template: str,
+        input: Any = None,
+        *,
+        name: str | None = None,
+        priority: int = PRIORITY_DEFAULT,
+        access_token: str | None = None,
+        require_ack: bool = False,
+        suppress_branch_warning: bool = False,
+        on_update: UpdateCallback | None = None,
+        client: Client | None = None,
+    ) -> None:
+        if not isinstance(template, str) or not template.strip():
+            raise ConfigurationError(
+                f"template must be the template's name, a non-empty string; got {template!r}"
+            )
+        if name is not None and not isinstance(name, str):
+            raise ConfigurationError(f"name must be a string or None, got {type(name).__name__}")
+        if (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+        ):
+            raise ConfigurationError(
+                f"priority must be a whole number from {PRIORITY_MIN} (low) to {PRIORITY_MAX} "
+                f"(high), got {priority!r}"
+            )
+        if not isinstance(require_ack, bool):
+            raise ConfigurationError("require_ack must be True or False")
+        if on_update is not None and not callable(on_update):
+            raise ConfigurationError("on_update must be a callable taking one update")
+        try:
+            input_json = json.dumps(input, allow_nan=False, ensure_ascii=False)
+        except (TypeError, ValueError) as err:
+            raise ConfigurationError(
+                f"input must be JSON-serialisable (dicts, lists, strings, numbers, booleans, "
+                f"None): {err}"
+            ) from None
+        if client is not None and access_token is not None:
+            raise ConfigurationError(
+                "pass either client= or access_token=, not both (a client has its own token)"
+            )
+        if client is not None and not isinstance(client, Client):
+            raise ConfigurationError("client must be a requence_task.Client")
+        self._client = client if client is not None else default_client(access_token)
+        self.template = template
+        self.name = name
+        self.priority = priority
+        self.require_ack = require_ack
+        self._input = input
+        # The finalize body, with the input serialised once (above).
+        self._body = (
+            f'{{"name": {json.dumps(name)}, "input": {input_json}, '
+            f'"priority": {priority_to_wire(priority)}, "requireAck": {json.dumps(require_ack)}}}'
+        )
+        self._suppress_branch_warning = suppress_branch_warning
+        self._on_update = on_update
+        self._prepared: concurrent.futures.Future[str] = concurrent.futures.Future()
+        self._created: concurrent.futures.Future[_Created] = concurrent.futures.Future()
+        self._result: concurrent.futures.Future[TaskResult] = concurrent.futures.Future()
+        self._monitor: _Monitor | None = None
+        self._lock = threading.Lock()
+        self._client._pool.submit(self._create)
+        if on_update is not None:
+            self._ensure_monitoring()
+
+    # --- creation (on the client's pool) -------------------------------------
+
+    def _create(self) -> None:
+        try:
+            task_id = self._prepare()
+        except BaseException as err:
+            for future in (self._prepared, self._created, self._result):
+                _settle(future, err)
+            return
+        try:
+            created = self._finalize(task_id)
+        except BaseException as err:
+            _settle(self._created, err)
+            _settle(self._result, err)
+            return
+        self._created.set_result(created)
+
+    def _prepare(self) -> str:
+        client, transport = self._client, self._client._transport
+        url = client._url(prepare_path(quote(self.template, safe="")))
+        what = f"prepare of a task of template {self.template!r}"
+
+        def attempt() -> dict[str, Any]:
+            response = transport.send("POST", url)
+            if not response.ok:
+                message = error_text(response)
+                response.close()
+                raise TaskError(
+                    f"Requence refused to create a task of template {self.template!r} "
+                    f"(HTTP {response.status_code}): {message}",
+                    status=response.status_code,
+                    template=self.template,
+                    server_message=message,
+                )
+            return transport.json(response, what=what)
+
+        prepared = transport.retrying(attempt, what=what)
+        task_id = prepared.get("taskId")
+        finalize_url = prepared.get("finalizeUrl")
+        if not isinstance(task_id, str) or not isinstance(finalize_url, str):
+            raise ApiError(f"{what}: the answer lacks taskId or finalizeUrl")
+        self._finalize_url = finalize_url
+        self._prepared.set_result(task_id)
+        branch = prepared.get("branch") or LIVE_BRANCH
+        if branch != LIVE_BRANCH and not self._suppress_branch_warning:
+            client._warn_branch(self.template, str(branch))
+        return task_id
+
+    def _finalize(self, task_id: str) -> _Created:
+        transport = self._client._transport
+        what = f"finalize of task {task_id}"
+        body = self._body.encode("utf-8")
+
+        def attempt() -> _Created:
+            try:
+                response = transport.send(
+                    "POST", self._finalize_url, body=body, content_type="application/json"
+                )
+            except Unreachable:
+                # The answer may be lost after the server acted: ask before retrying,
+                # so a retry never creates a second task nor reports a false failure.
+                if self._finalize_landed(task_id):
+                    return self._fallback_created(task_id)
+                raise
+            if response.ok:
+                answer = transport.json(response, what=what)
+                urls = answer.get("urls") or {}
+                watch = urls.get("watch") if isinstance(urls, dict) else None
+                show = urls.get("show") if isinstance(urls, dict) else None
+                if not isinstance(watch, str):
+                    return self._fallback_created(task_id)
+                return _Created(task_id, watch, show if isinstance(show, str) else None)
+            status = response.status_code
+            message = error_text(response)
+            response.close()
+            if status == STATUS_CONFLICT:
+                return self._fallback_created(task_id)  # an earlier attempt landed
+            if status == STATUS_ABORTED_BEFORE_FINALIZE:
+                raise TaskAbortedError(
+                    "aborted before it started",
+                    task_id=task_id,
+                    template=self.template,
+                    status=status,
+                )
+            raise TaskError(
+                f"Requence rejected the task of template {self.template!r} "
+                f"(HTTP {status}): {message}",
+                status=status,
+                template=self.template,
+                task_id=task_id,
+                server_message=message,
+            )
+
+        return transport.retrying(attempt, what=what)
+
+    def _finalize_landed(self, task_id: str) -> bool:
+        """Whether a finalize whose answer was lost did reach the server."""
+        try:
+            response = self._client._transport.send(
+                "GET", self._client._url(f"/task/{quote(task_id, safe='')}")
+            )
+        except Unreachable:
+            return False
+        try:
+            if not response.ok:
+                return False
+            status = str(response.json().get("status", "")).upper()
+        except (ValueError, AttributeError):
+            return False
+        finally:
+            response.close()
+        return status not in (IDLE, STOPPED, "")
+
+    def _fallback_created(self, task_id: str) -> _Created:
+        base = self._client.base_url
+        return _Created(task_id, base + watch_path(task_id), base + show_path(task_id))
+
+    # --- accessors -------------------------------------------------------------
+
+    def task_id(self, timeout: float | None = None) -> str:
+        """The task's id, as soon as the task is created (before it is started).
+
+        Raises:
+            TaskTimeoutError: Not created within ``timeout`` seconds.
+            TaskError, RequenceUnreachableError, AuthenticationError: creation failed.
+        """
+        return _wait(self._prepared, timeout, "The task's id")  # type: ignore[no-any-return]
+
+    def task_url(self, timeout: float | None = None) -> str | None:
+        """The URL to view the task, once it is started."""
+        created: _Created = _wait(self._created, timeout, "The task's URL")
+        return created.show_url
+
+    def finalized(self, timeout: float | None = None) -> str:
+        """Wait until the input passed validation and the task started; returns its id.
+
+        Cheap: it never opens the task's update stream.
+
+        Raises:
+            TaskError: Requence rejected the task (``status``, ``message``, ``template``).
+            TaskTimeoutError: Not started within ``timeout`` seconds.
+        """
+        created: _Created = _wait(self._created, timeout, "The task's start")
+        return created.task_id
+
+    def result(self, timeout: float | None = None) -> TaskResult:
+        """Wait for the task's end and return its result.
+
+        Raises:
+            TaskFailedError: The task failed (``reason``, ``context``).
+            TaskAbortedError: The task was aborted (``reason``).
+            TaskError: The task could not be created.
+            TaskTimeoutError: Not ended within ``timeout`` seconds; it goes on.
+        """
+        self._ensure_monitoring()
+        return _wait(self._result, timeout, "The task's result")  # type: ignore[no-any-return]
+
+    def updates(self, timeout: float | None = None) -> Iterator[Update]:
+        """Iterate the task's updates from the first one, ending after the terminal one.
+
+        Every iterator sees every update, however many there are and from
+        whichever thread. ``timeout`` bounds the wait for each next update.
+        """
+        return self._ensure_monitoring().iterate(_check_timeout(timeout))
+
+    def __iter__(self) -> Iterator[Update]:
+        return self.updates()
+
+    def abort(self, reason: str | None = None, *, timeout: float | None = 60.0) -> None:
+        """Abort the task (at any moment once it is created).
+
+        Args:
+            reason: Why; shown with the task and given to ``TaskAbortedError``.
+            timeout: How long to wait for the task to be created first.
+
+        Raises:
+            TaskError: The task already ended (HTTP 409).
+        """
+        if reason is not None and not isinstance(reason, str):
+            raise ConfigurationError("reason must be a string or None")
+        self._client._abort(self.task_id(timeout), reason)
+
+    def protect(self, *, timeout: float | None = 60.0) -> None:
+        """Protect the task from automatic cleanup (at any moment once it is created)."""
+        self._client._protect(self.task_id(timeout))
+
+    # --- concurrent.futures view ------------------------------------------------
+
+    @property
+    def future(self) -> concurrent.futures.Future[TaskResult]:
+        """A ``concurrent.futures.Future`` of the result (for ``wait``, ``as_completed``).
+
+        Reading it starts monitoring. Cancelling it does not abort the task.
+        """
+        self._ensure_monitoring()
+        return self._result
+
+    def done(self) -> bool:
+        """Whether the task has ended (or could not be created). Starts monitoring."""
+        return self.future.done()
+
+    def add_done_callback(self, callback: Callable[[Task], Any]) -> None:
+        """Call ``callback(task)`` once the task has ended (at once if it has)."""
+        self.future.add_done_callback(lambda _future: callback(self))
+
+    # --- internals ------------------------------------------------------------------
+
+    def _ensure_monitoring(self) -> _Monitor:
+        with self._lock:
+            if self._monitor is None:
+                self._monitor = _Monitor(self)
+                self._monitor.start()
+            return self._monitor
+
+    def __repr__(self) -> str:
+        if self._result.done():
+            state = "failed" if self._result.exception() else "succeeded"
+        elif self._created.done():
+            state = "creation failed" if self._created.exception() else "started"
+        elif self._prepared.done() and not self._prepared.exception():
+            state = "created"
+        else:
+            state = "creating"
+        task_id = (
+            self._prepared.result()
+            if self._prepared.done() and not self._prepared.exception()
+            else None
+        )
+        return f"<requence_task.Task {self.template!r} id={task_id} {state}>"
