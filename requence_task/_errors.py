@@ -13,7 +13,9 @@
     ├── TaskError                            the task could not be created, or did not succeed
     │   ├── TaskFailedError                  it ran and failed
     │   └── TaskAbortedError                 it was aborted
-    └── TaskTimeoutError (TimeoutError)      a wait passed its time-out; the task goes on
+    ├── TaskTimeoutError (TimeoutError)      a wait passed its time-out; the task goes on
+    └── ResultTypeError (ValueError)         result_as(): the result does not fit the class
+                                             (defined beside TaskResult, in _updates)
 
 Every message says what was wrong and what to do. None ever contains an
 access token: not the encoded token, not the bearer inside it. Attributes

@@ -35,7 +35,6 @@ from ._protocol import (
     STATUS_ABORTED_BEFORE_FINALIZE,
     STATUS_CONFLICT,
     STOPPED,
-    TASK_ABORTED,
     TASK_END,
     TASK_ERROR,
     prepare_path,
@@ -149,7 +148,7 @@ class _Monitor:
                         self._on_update(update)
                     except Exception:
                         log.exception("on_update callback of task %s raised", created.task_id)
-                if update.type in (TASK_END, TASK_ERROR, TASK_ABORTED):
+                if update.is_terminal and update.task_id == created.task_id:
                     self._finish(update, created)
                     return
         finally:
@@ -161,7 +160,7 @@ class _Monitor:
             )
 
     def _finish(self, update: Update, created: _Created) -> None:
-        if getattr(update, "require_ack", False):
+        if getattr(update, "require_ack", False) or update.raw.get("requireAck") is True:
             try:
                 self._client._ack(created.task_id)
             except RequenceError as err:
