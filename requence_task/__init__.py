@@ -33,6 +33,15 @@ from ._errors import (
     TaskNotFoundError,
     TaskTimeoutError,
 )
+from ._functions import (
+    TaskInfo,
+    TaskStatus,
+    abort_task,
+    ack_task,
+    get_task,
+    protect_task,
+    recreate_task,
+)
 from ._task import Task
 from ._updates import (
     NodeDeferUpdate,
@@ -52,6 +61,7 @@ from ._updates import (
     Update,
 )
 from ._version import __version__
+from ._watch import TaskWatcher, watch_tasks
 
 __all__ = [
     "ApiError",
@@ -79,14 +89,23 @@ __all__ = [
     "TaskError",
     "TaskErrorUpdate",
     "TaskFailedError",
+    "TaskInfo",
     "TaskNotFoundError",
     "TaskResult",
     "TaskStartUpdate",
+    "TaskStatus",
     "TaskTimeoutError",
+    "TaskWatcher",
     "Timeouts",
     "UnknownUpdate",
     "Update",
     "__version__",
+    "abort_task",
+    "ack_task",
+    "get_task",
+    "protect_task",
+    "recreate_task",
+    "watch_tasks",
 ]
 
 # Reprs and docs say requence_task.X, not the private module.

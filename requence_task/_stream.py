@@ -9,11 +9,13 @@ drops: a reconnect sends ``lastPosition`` (or, before any event, the same
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -57,7 +59,11 @@ class ResumingStream:
         what: str,
         task_id: str | None = None,
         stop: threading.Event | None = None,
+        on_connect: Callable[[], object] | None = None,
+        on_reconnecting: Callable[[int, float], object] | None = None,
     ) -> None:
+        self._on_connect = on_connect
+        self._on_reconnecting = on_reconnecting
         self._transport = transport
         self._url = url
         self._body = dict(body or {})
@@ -76,7 +82,7 @@ class ResumingStream:
         with self._lock:
             response = self._response
         if response is not None:
-            response.close()
+            _interrupt(response)
 
     def _request_body(self) -> bytes:
         body: dict[str, Any] = dict(self._body)
@@ -141,6 +147,8 @@ class ResumingStream:
                 response = self._connect()
                 with self._lock:
                     self._response = response
+                if self._on_connect is not None:
+                    _call_hook(self._on_connect)
                 skip = delivered_without_position if self.last_position is None else 0
                 try:
                     for event in sseclient.SSEClient(
@@ -180,6 +188,8 @@ class ResumingStream:
                 return
             self.reconnects += 1
             if progressed:
+                if self._on_reconnecting is not None:
+                    _call_hook(self._on_reconnecting, 1, 0.0)
                 continue  # resume at once; back off only when attempts make no progress
             now = time.monotonic()
             first_failure = now if first_failure is None else first_failure
@@ -194,6 +204,8 @@ class ResumingStream:
                 )
             pause = min(retry.delay(failures), retry.budget - (now - first_failure))
             failures += 1
+            if self._on_reconnecting is not None:
+                _call_hook(self._on_reconnecting, failures, max(pause, 0.0))
             if self._stop.wait(max(pause, 0.0)):
                 return
 
@@ -220,3 +232,26 @@ class ResumingStream:
                 self.last_position = position
             return None
         return RawEvent(position=position, type=str(event.event), data=data)
+
+
+def _call_hook(hook: Callable[..., object], *args: object) -> None:
+    """Run a user's callback; its errors are logged, never end the stream."""
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("a stream callback raised")
+
+
+def _interrupt(response: requests.Response) -> None:
+    """Close a streaming response from another thread, waking a blocked read.
+
+    ``Response.close()`` alone does not wake a thread blocked in ``recv()``
+    (it would sleep until the next keep-alive); shutting the socket down does.
+    """
+    connection = getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        response.close()

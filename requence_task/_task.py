@@ -90,6 +90,21 @@ def _wait(future: concurrent.futures.Future[Any], timeout: float | None, what: s
         ) from None
 
 
+def check_task_id(task_id: object) -> str:
+    """A task id as given, or :class:`ConfigurationError` if it cannot be one."""
+    if (
+        not isinstance(task_id, str)
+        or not task_id
+        or len(task_id) > 200
+        or any(c.isspace() or c in "/?#" for c in task_id)
+    ):
+        raise ConfigurationError(
+            f"{task_id!r:.80} is not a task id: pass the id that task_id() returned "
+            "(a non-empty string without spaces or slashes)."
+        )
+    return task_id
+
+
 class _Monitor:
     """The one live stream of a task, shared by every waiter and iterator."""
 
@@ -289,27 +304,88 @@ class Task:
             )
         if client is not None and not isinstance(client, Client):
             raise ConfigurationError("client must be a requence_task.Client")
-        self._client = client if client is not None else default_client(access_token)
-        self.template = template
-        self.name = name
-        self.priority = priority
-        self.require_ack = require_ack
-        self._input = input
+        self._setup(
+            client if client is not None else default_client(access_token),
+            template=template,
+            name=name,
+            priority=priority,
+            require_ack=require_ack,
+            on_update=on_update,
+        )
         # The finalize body, with the input serialised once (above).
         self._body = (
             f'{{"name": {json.dumps(name)}, "input": {input_json}, '
             f'"priority": {priority_to_wire(priority)}, "requireAck": {json.dumps(require_ack)}}}'
         )
         self._suppress_branch_warning = suppress_branch_warning
+        self._client._pool.submit(self._create)
+        if on_update is not None:
+            self._ensure_monitoring()
+
+    def _setup(
+        self,
+        client: Client,
+        *,
+        template: str | None,
+        name: str | None,
+        priority: int | None,
+        require_ack: bool,
+        on_update: UpdateCallback | None,
+    ) -> None:
+        self._client = client
+        self.template = template
+        self.name = name
+        self.priority = priority
+        self.require_ack = require_ack
         self._on_update = on_update
         self._prepared: concurrent.futures.Future[str] = concurrent.futures.Future()
         self._created: concurrent.futures.Future[_Created] = concurrent.futures.Future()
         self._result: concurrent.futures.Future[TaskResult] = concurrent.futures.Future()
         self._monitor: _Monitor | None = None
         self._lock = threading.Lock()
-        self._client._pool.submit(self._create)
+
+    @classmethod
+    def from_id(
+        cls,
+        task_id: str,
+        *,
+        access_token: str | None = None,
+        client: Client | None = None,
+        on_update: UpdateCallback | None = None,
+    ) -> Task:
+        """A handle for an existing task, for example one another process created.
+
+        Its result, updates (replayed from the first), ``abort()`` and
+        ``protect()`` work as on the handle that created it; ``template``,
+        ``name`` and ``priority`` are ``None`` (see ``get_task`` for them).
+
+        Example:
+            >>> task = Task.from_id(task_id)  # doctest: +SKIP
+            >>> task.result(timeout=60).result
+        """
+        check_task_id(task_id)
+        if client is not None and access_token is not None:
+            raise ConfigurationError(
+                "pass either client= or access_token=, not both (a client has its own token)"
+            )
+        if client is not None and not isinstance(client, Client):
+            raise ConfigurationError("client must be a requence_task.Client")
+        if on_update is not None and not callable(on_update):
+            raise ConfigurationError("on_update must be a callable taking one update")
+        task = cls.__new__(cls)
+        task._setup(
+            client if client is not None else default_client(access_token),
+            template=None,
+            name=None,
+            priority=None,
+            require_ack=False,
+            on_update=on_update,
+        )
+        task._prepared.set_result(task_id)
+        task._created.set_result(task._fallback_created(task_id))
         if on_update is not None:
-            self._ensure_monitoring()
+            task._ensure_monitoring()
+        return task
 
     # --- creation (on the client's pool) -------------------------------------
 
@@ -330,7 +406,9 @@ class Task:
 
     def _prepare(self) -> str:
         client, transport = self._client, self._client._transport
-        url = client._url(prepare_path(quote(self.template, safe="")))
+        template = self.template
+        assert template is not None  # only handles made by __init__ are created here
+        url = client._url(prepare_path(quote(template, safe="")))
         what = f"prepare of a task of template {self.template!r}"
 
         def attempt() -> dict[str, Any]:
@@ -356,7 +434,7 @@ class Task:
         self._prepared.set_result(task_id)
         branch = prepared.get("branch") or LIVE_BRANCH
         if branch != LIVE_BRANCH and not self._suppress_branch_warning:
-            client._warn_branch(self.template, str(branch))
+            client._warn_branch(template, str(branch))
         return task_id
 
     def _finalize(self, task_id: str) -> _Created:
@@ -426,7 +504,8 @@ class Task:
 
     def _fallback_created(self, task_id: str) -> _Created:
         base = self._client.base_url
-        return _Created(task_id, base + watch_path(task_id), base + show_path(task_id))
+        quoted = quote(task_id, safe="")
+        return _Created(task_id, base + watch_path(quoted), base + show_path(quoted))
 
     # --- accessors -------------------------------------------------------------
 

@@ -172,6 +172,9 @@ class Update:
             ``repr``).
         raw: The update's data as received (not shown by ``repr``, not
             compared).
+        incomplete: True when the watcher missed the task's ``taskStart``
+            (it began watching after the task started), so the context lacks
+            what came before.
     """
 
     type: str
@@ -184,6 +187,7 @@ class Update:
         default=attrs.Factory(_empty_context, takes_self=True), repr=False
     )
     raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+    incomplete: bool = attrs.field(default=False, repr=False)
 
     @property
     def is_terminal(self) -> bool:
@@ -794,7 +798,7 @@ class ContextFolder:
     every :class:`UnknownUpdate` pass through without changing the context.
     """
 
-    __slots__ = ("_context", "_node_data", "_node_errors", "_task_id")
+    __slots__ = ("_context", "_incomplete", "_node_data", "_node_errors", "_task_id")
 
     def __init__(self, task_id: str | None = None) -> None:
         """Start an empty fold.
@@ -804,6 +808,7 @@ class ContextFolder:
                 name their task. Without it, the first update's task is taken.
         """
         self._task_id = task_id
+        self._incomplete: bool | None = None  # known at the task's first update
         # The dicts behind the current context's read-only proxies. They are
         # never changed once handed out: a change copies them first.
         self._node_data: dict[str, Any] = {}
@@ -883,6 +888,10 @@ class ContextFolder:
             after = TaskContext(
                 before.task_id, before.input, update.result, before.node_data, before.node_errors
             )
+        if self._incomplete is None:
+            self._incomplete = not isinstance(update, TaskStartUpdate)
+        if self._incomplete:
+            object.__setattr__(update, "incomplete", True)
         if after is not update.context:
             # The update is brand new and nobody has seen it yet: setting its
             # context here is cheaper than building it twice (attrs documents
