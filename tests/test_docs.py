@@ -1,4 +1,8 @@
-"""Every Python sample in docs/local-server.md runs.
+"""Every Python sample in docs/*.md runs.
+
+Samples of docs/local-server.md start their own servers. Samples of the other
+pages run against a local Requence with the demo templates, its token in
+``REQUENCE_TASK_ACCESS_TOKEN``, as a reader's would be.
 
 Fenced blocks are chosen by their info string:
 
@@ -20,6 +24,7 @@ import re
 import subprocess
 import sys
 import threading
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +32,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 DOC = ROOT / "docs" / "local-server.md"
+SELF_SERVED = {"local-server.md"}
 
 _FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
@@ -55,6 +62,13 @@ def samples(text: str) -> list[Sample]:
 
 
 PYTHON = [s for s in samples(DOC.read_text(encoding="utf-8")) if s.language == "python"]
+CLIENT_SAMPLES = [
+    (doc.name, s)
+    for doc in DOCS
+    if doc.name not in SELF_SERVED
+    for s in samples(doc.read_text(encoding="utf-8"))
+    if s.language == "python"
+]
 KNOWN_FLAGS = {"no-run", "pytest"}
 
 
@@ -95,10 +109,7 @@ def test_a_raising_sample_fails() -> None:
 
 
 def run_sample(sample: Sample) -> None:
-    code = compile(sample.code, f"{DOC.name}:{sample.line}", "exec")
-    namespace = {"__name__": "__doc_sample__"}
-    with cwd(ROOT):
-        exec(code, namespace)
+    exec_sample(compile(sample.code, f"{DOC.name}:{sample.line}", "exec"))
 
 
 @pytest.mark.parametrize("sample", PYTHON, ids=[s.id for s in PYTHON])
@@ -124,3 +135,47 @@ def test_sample(sample: Sample, tmp_path: Path) -> None:
         run_sample(sample)
     # A sample that starts a server must stop it.
     assert _server_threads() <= before
+
+
+@pytest.fixture(scope="module")
+def demo_token() -> Iterator[str]:
+    from requence_task.local import LocalRequence
+    from requence_task.local._demo import DEMO_TEMPLATES
+
+    with LocalRequence(DEMO_TEMPLATES, concurrency=4) as rq:
+        yield rq.access_token
+
+
+def test_client_pages_have_samples() -> None:
+    pages = {name for name, _ in CLIENT_SAMPLES}
+    assert {
+        "starting-tasks.md",
+        "streaming-updates.md",
+        "tasks-by-id.md",
+        "watching-tasks.md",
+    } <= pages
+
+
+@pytest.mark.parametrize(
+    ("page", "sample"), CLIENT_SAMPLES, ids=[f"{p}-{s.id}" for p, s in CLIENT_SAMPLES]
+)
+def test_client_sample(
+    page: str, sample: Sample, demo_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if "no-run" in sample.flags:
+        compile(sample.code, f"{page}:{sample.line}", "exec")
+        pytest.skip("marked no-run")
+    monkeypatch.delenv("REQUENCE_ACCESS_TOKEN", raising=False)
+    monkeypatch.setenv("REQUENCE_TASK_ACCESS_TOKEN", demo_token)
+    exec_sample(compile(sample.code, f"{page}:{sample.line}", "exec"))
+
+
+def exec_sample(code: types.CodeType) -> None:
+    """Run a sample as the module ``__doc_sample__`` (dataclasses need a real module)."""
+    module = types.ModuleType("__doc_sample__")
+    sys.modules[module.__name__] = module
+    try:
+        with cwd(ROOT):
+            exec(code, module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
