@@ -144,6 +144,8 @@ class Client:
             stream.close()
 
     def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at fork
+        self._streams = weakref.WeakSet()  # their threads did not survive the fork
         self._pool.reset_after_fork()
         self._transport.reset_after_fork()
 

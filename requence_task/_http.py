@@ -114,9 +114,10 @@ class Transport:
         return session
 
     def reset_after_fork(self) -> None:
-        with self._lock:
-            self._session = None
-            self._pid = os.getpid()
+        # Another thread may have held the lock at fork: the child gets a new one.
+        self._lock = threading.Lock()
+        self._session = None
+        self._pid = os.getpid()
 
     def close(self) -> None:
         with self._lock:

@@ -75,8 +75,9 @@ class WorkerPool:
         self._pid = os.getpid()
 
     def reset_after_fork(self) -> None:
-        with self._lock:
-            self._reset_locked()
+        # Another thread may have held the lock at fork: the child gets a new one.
+        self._lock = threading.Lock()
+        self._reset_locked()
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop taking jobs; workers end after the jobs already queued."""

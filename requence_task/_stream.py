@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -151,9 +152,8 @@ class ResumingStream:
                     _call_hook(self._on_connect)
                 skip = delivered_without_position if self.last_position is None else 0
                 try:
-                    for event in sseclient.SSEClient(
-                        response.iter_content(chunk_size=None)
-                    ).events():
+                    frames = _frames(response.iter_content(chunk_size=None), self._skip_frame)
+                    for event in sseclient.SSEClient(frames).events():
                         if self._stop.is_set():
                             return
                         parsed = self._parse(event)
@@ -209,6 +209,13 @@ class ResumingStream:
             if self._stop.wait(max(pause, 0.0)):
                 return
 
+    def _skip_frame(self, frame: bytes) -> None:
+        """A frame that is not UTF-8: skip it for good, past its position."""
+        match = _ID_LINE.search(frame)
+        log.warning("%s: skipped an event that is not UTF-8 text", self._what)
+        if match is not None:
+            self.last_position = int(match.group(1))
+
     def _parse(self, event: Any) -> RawEvent | None:
         position: int | None = None
         if event.id:
@@ -255,3 +262,51 @@ def _interrupt(response: requests.Response) -> None:
             sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(Exception):
         response.close()
+
+
+_ID_LINE = re.compile(rb"^id: ?([0-9]+)$", re.MULTILINE)
+
+
+def _frames(chunks: Iterable[bytes], skip: Callable[[bytes], object]) -> Iterator[bytes]:
+    """Whole SSE frames (each ending in a blank line) from arbitrary chunks.
+
+    Line ends are normalised to ``\\n``. What follows the last blank line when
+    the body ends is an unfinished event of a cut stream: it is dropped, never
+    parsed, so a resume asks for it again. A frame that is not UTF-8 is given
+    to ``skip`` instead of being yielded.
+    """
+    buffer = b""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        buffer += chunk
+        # A CR at the end may be the first half of a CRLF: keep it for the next chunk.
+        held = buffer[-1:] == b"\r"
+        complete, rest = _split_complete(buffer[:-1] if held else buffer)
+        buffer = rest + (b"\r" if held else b"")
+        yield from _checked(complete, skip)
+    # At the end a held CR is a line end after all.
+    complete, _unfinished = _split_complete(buffer)
+    yield from _checked(complete, skip)
+
+
+def _split_complete(data: bytes) -> tuple[bytes, bytes]:
+    """``data`` with normalised line ends, cut after its last blank line."""
+    text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    end = text.rfind(b"\n\n")
+    if end < 0:
+        return b"", text
+    return text[: end + 2], text[end + 2 :]
+
+
+def _checked(complete: bytes, skip: Callable[[bytes], object]) -> Iterator[bytes]:
+    for frame in complete.split(b"\n\n"):
+        if not frame:
+            continue
+        frame += b"\n\n"
+        try:
+            frame.decode("utf-8")
+        except UnicodeDecodeError:
+            skip(frame)
+            continue
+        yield frame
