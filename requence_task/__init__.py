@@ -22,6 +22,7 @@ from ._config import RetryPolicy, Timeouts
 from ._errors import (
     ApiError,
     AuthenticationError,
+    ClientClosedError,
     ConfigurationError,
     InvalidTokenError,
     MissingTokenError,
@@ -68,6 +69,7 @@ __all__ = [
     "AuthenticationError",
     "BranchWarning",
     "Client",
+    "ClientClosedError",
     "ConfigurationError",
     "InvalidTokenError",
     "MissingTokenError",
@@ -111,7 +113,7 @@ __all__ = [
 # Reprs and docs say requence_task.X, not the private module.
 for _name in __all__:
     _obj = globals()[_name]
-    if isinstance(_obj, type):
+    if isinstance(_obj, type) or callable(_obj):
         _obj.__module__ = __name__
 del _name, _obj
 

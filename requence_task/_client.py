@@ -105,6 +105,7 @@ class Client:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         return self._stop.is_set()
 
     def close(self) -> None:

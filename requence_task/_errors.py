@@ -9,6 +9,7 @@
     ├── AuthenticationError                  401/403: the token was refused
     ├── RequenceUnreachableError             refused, DNS, connect time-out, 502/503/504
     ├── ApiError                             an answer the protocol does not expect
+    ├── ClientClosedError                    the Client was closed
     ├── TaskNotFoundError (LookupError)      404 for a task id
     ├── TaskError                            the task could not be created, or did not succeed
     │   ├── TaskFailedError                  it ran and failed
@@ -98,6 +99,10 @@ class ApiError(RequenceError):
         super().__init__(message)
         self.status = status
         self.body = body
+
+
+class ClientClosedError(RequenceError):
+    """The :class:`Client` was closed: it starts and waits for nothing any more."""
 
 
 class TaskNotFoundError(RequenceError, LookupError):

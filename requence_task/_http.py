@@ -22,6 +22,7 @@ from ._config import RetryPolicy, Timeouts
 from ._errors import (
     ApiError,
     AuthenticationError,
+    ClientClosedError,
     RequenceError,
     RequenceUnreachableError,
     _summary,
@@ -39,10 +40,6 @@ class Unreachable(Exception):
         super().__init__(f"unreachable (status {status})" if status else "unreachable")
         self.status = status
         self.cause = cause
-
-
-class ClientClosedError(RequenceError):
-    """The client was closed while a call was waiting."""
 
 
 def error_text(response: requests.Response) -> str:

@@ -14,6 +14,8 @@ import queue
 import threading
 from collections.abc import Callable
 
+from ._errors import ClientClosedError
+
 log = logging.getLogger("requence_task")
 
 _STOP = object()
@@ -36,7 +38,7 @@ class WorkerPool:
         """Queue ``job``; it runs on a worker thread. Exceptions are logged."""
         with self._lock:
             if self._closed:
-                raise RuntimeError("the requence_task client was closed")
+                raise ClientClosedError("The requence_task client was closed.")
             if self._pid != os.getpid():
                 self._reset_locked()
             self._queue.put(job)

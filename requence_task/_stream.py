@@ -23,8 +23,8 @@ import attrs
 import requests
 import sseclient
 
-from ._errors import ApiError, RequenceUnreachableError, TaskNotFoundError
-from ._http import ClientClosedError, Transport, Unreachable, error_text
+from ._errors import ApiError, ClientClosedError, RequenceUnreachableError, TaskNotFoundError
+from ._http import Transport, Unreachable, error_text
 
 log = logging.getLogger("requence_task")
 

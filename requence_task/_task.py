@@ -18,6 +18,7 @@ import attrs
 from ._client import Client, default_client
 from ._errors import (
     ApiError,
+    ClientClosedError,
     ConfigurationError,
     RequenceError,
     TaskAbortedError,
@@ -293,6 +294,7 @@ class Task:
             raise ConfigurationError("on_update must be a callable taking one update")
         try:
             input_json = json.dumps(input, allow_nan=False, ensure_ascii=False)
+            input_json.encode("utf-8")  # lone surrogates cannot travel
         except (TypeError, ValueError) as err:
             raise ConfigurationError(
                 f"input must be JSON-serialisable (dicts, lists, strings, numbers, booleans, "
@@ -304,8 +306,13 @@ class Task:
             )
         if client is not None and not isinstance(client, Client):
             raise ConfigurationError("client must be a requence_task.Client")
+        the_client = client if client is not None else default_client(access_token)
+        if the_client.closed:
+            raise ClientClosedError(
+                "This Client was closed; create tasks with an open one (or none, for the default)."
+            )
         self._setup(
-            client if client is not None else default_client(access_token),
+            the_client,
             template=template,
             name=name,
             priority=priority,
@@ -342,6 +349,7 @@ class Task:
         self._created: concurrent.futures.Future[_Created] = concurrent.futures.Future()
         self._result: concurrent.futures.Future[TaskResult] = concurrent.futures.Future()
         self._monitor: _Monitor | None = None
+        self._aborted_with: str | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -468,7 +476,7 @@ class Task:
                 return self._fallback_created(task_id)  # an earlier attempt landed
             if status == STATUS_ABORTED_BEFORE_FINALIZE:
                 raise TaskAbortedError(
-                    "aborted before it started",
+                    self._abort_reason(task_id),
                     task_id=task_id,
                     template=self.template,
                     status=status,
@@ -483,6 +491,16 @@ class Task:
             )
 
         return transport.retrying(attempt, what=what)
+
+    def _abort_reason(self, task_id: str) -> str | None:
+        """Why a task was aborted before it started: this handle's reason, or Requence's."""
+        if self._aborted_with is not None:
+            return self._aborted_with
+        try:
+            text = self._client._get(task_id).get("statusText")
+        except RequenceError:
+            return None
+        return text if isinstance(text, str) else None
 
     def _finalize_landed(self, task_id: str) -> bool:
         """Whether a finalize whose answer was lost did reach the server."""
@@ -570,7 +588,9 @@ class Task:
         """
         if reason is not None and not isinstance(reason, str):
             raise ConfigurationError("reason must be a string or None")
-        self._client._abort(self.task_id(timeout), reason)
+        task_id = self.task_id(timeout)
+        self._aborted_with = reason
+        self._client._abort(task_id, reason)
 
     def protect(self, *, timeout: float | None = 60.0) -> None:
         """Protect the task from automatic cleanup (at any moment once it is created)."""

@@ -168,6 +168,7 @@ class TaskWatcher:
 
     @property
     def running(self) -> bool:
+        """Whether the watcher still reads its stream."""
         return self._thread.is_alive()
 
     def __enter__(self) -> TaskWatcher:

@@ -56,6 +56,7 @@ class Faults:
 
     @property
     def pending_failures(self) -> int:
+        """How many injected failures are still due."""
         with self._lock:
             return len(self._failures)
 

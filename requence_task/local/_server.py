@@ -155,18 +155,21 @@ class LocalRequence:
 
     @property
     def store(self) -> Store:
+        """The server's SQLite storage (while running)."""
         if self._store is None:
             raise RuntimeError("the local Requence is not running; call start() first")
         return self._store
 
     @property
     def engine(self) -> Engine:
+        """The server's task engine (while running)."""
         if self._engine is None:
             raise RuntimeError("the local Requence is not running; call start() first")
         return self._engine
 
     @property
     def running(self) -> bool:
+        """Whether the server is serving."""
         return self._thread is not None and self._thread.is_alive()
 
     # --- life cycle -------------------------------------------------------------
@@ -179,6 +182,7 @@ class LocalRequence:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((self.host, self.port))
             sock.listen(2048)
             sock.setblocking(False)
