@@ -567,7 +567,7 @@ class _Progress:
 
         node = getattr(update, "node", None)
         if update.type == TASK_START:
-            self.phase = "started"
+            self.phase = "task started"
         elif node is not None and update.type == NODE_START:
             self.running[node.id] = _node_label(update)
         elif node is not None and update.type == NODE_DEFER:
@@ -772,7 +772,10 @@ def _get(args: argparse.Namespace) -> int:
         if value is not None:
             _out(f"{label + ':':<10}{value}")
     _out(f"{'Input:':<10}{_indented(info.context.input)}")
-    if info.status.ended or info.context.result is not None:
+    if info.context.result is not None or info.status in (
+        TaskStatus.SUCCESSFUL,
+        TaskStatus.AWAITING_DELIVERY,
+    ):
         _out(f"{'Result:':<10}{_indented(info.context.result)}")
     if info.context.node_data:
         _out("Node data:")

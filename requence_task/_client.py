@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import warnings
@@ -13,11 +14,12 @@ from urllib.parse import quote
 
 from ._config import TOKEN_ENV_VARS, RetryPolicy, Timeouts, resolve_access_token
 from ._errors import ConfigurationError, TaskError, TaskNotFoundError
-from ._http import Transport, error_text
+from ._http import Transport, Unreachable, error_text
 from ._pool import WorkerPool
 from ._protocol import STATUS_CONFLICT, abort_path, ack_path, get_path, protect_path
 from ._stream import ResumingStream
 
+log = logging.getLogger("requence_task")
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _defaults: dict[tuple[str | None, ...], Client] = {}
 _defaults_lock = threading.Lock()
@@ -157,11 +159,17 @@ class Client:
 
     def _post_by_id(self, path: str, task_id: str, *, what: str, body: bytes | None = None) -> None:
         url = self._url(path)
+        lost = False  # an earlier attempt may have landed with its answer lost
 
         def attempt() -> None:
-            response = self._transport.send(
-                "POST", url, body=body, content_type="text/plain; charset=utf-8"
-            )
+            nonlocal lost
+            try:
+                response = self._transport.send(
+                    "POST", url, body=body, content_type="text/plain; charset=utf-8"
+                )
+            except Unreachable as err:
+                lost = lost or err.status is None
+                raise
             status = response.status_code
             if response.ok:
                 response.close()
@@ -173,6 +181,10 @@ class Client:
                     f"{what}: no task {task_id} exists for this token ({message})", task_id=task_id
                 )
             if status == STATUS_CONFLICT:
+                if lost:
+                    # The conflict is our own earlier attempt's doing: it worked.
+                    log.debug("%s: 409 after a lost answer; the first attempt landed", what)
+                    return
                 raise TaskError(f"{what}: {message}", status=status, task_id=task_id)
             raise TaskError(
                 f"{what} failed with HTTP {status}: {message}", status=status, task_id=task_id

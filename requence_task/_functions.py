@@ -19,7 +19,7 @@ from ._protocol import (
     STOPPED,
     SUCCESSFUL,
 )
-from ._task import Task, check_task_id
+from ._task import Task, check_priority, check_task_id
 from ._updates import TaskContext
 
 
@@ -223,6 +223,11 @@ def recreate_task(
     Raises:
         TaskNotFoundError: No such task for this token.
     """
+    check_task_id(task_id)
+    if priority is not None:
+        check_priority(priority)
+    if name is not None and not isinstance(name, str):
+        raise ConfigurationError(f"name must be a string or None, got {type(name).__name__}")
     the_client = _client_for(access_token, client)
     info = get_task(task_id, client=the_client)
     if info.task_template is None:

@@ -148,6 +148,9 @@ class ResumingStream:
                 response = self._connect()
                 with self._lock:
                     self._response = response
+                if self._stop.is_set():  # closed while connecting
+                    _interrupt(response)
+                    return
                 if self._on_connect is not None:
                     _call_hook(self._on_connect)
                 skip = delivered_without_position if self.last_position is None else 0

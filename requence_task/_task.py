@@ -91,6 +91,20 @@ def _wait(future: concurrent.futures.Future[Any], timeout: float | None, what: s
         ) from None
 
 
+def check_priority(priority: object) -> int:
+    """A priority as given, or :class:`ConfigurationError` if it is not 0..10."""
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        raise ConfigurationError(
+            f"priority must be a whole number from {PRIORITY_MIN} (low) to {PRIORITY_MAX} "
+            f"(high), got {priority!r}"
+        )
+    return priority
+
+
 def check_task_id(task_id: object) -> str:
     """A task id as given, or :class:`ConfigurationError` if it cannot be one."""
     if (
@@ -98,6 +112,7 @@ def check_task_id(task_id: object) -> str:
         or not task_id
         or len(task_id) > 200
         or any(c.isspace() or c in "/?#" for c in task_id)
+        or not task_id.strip(".")
     ):
         raise ConfigurationError(
             f"{task_id!r:.80} is not a task id: pass the id that task_id() returned "
@@ -279,15 +294,7 @@ class Task:
             )
         if name is not None and not isinstance(name, str):
             raise ConfigurationError(f"name must be a string or None, got {type(name).__name__}")
-        if (
-            isinstance(priority, bool)
-            or not isinstance(priority, int)
-            or not PRIORITY_MIN <= priority <= PRIORITY_MAX
-        ):
-            raise ConfigurationError(
-                f"priority must be a whole number from {PRIORITY_MIN} (low) to {PRIORITY_MAX} "
-                f"(high), got {priority!r}"
-            )
+        check_priority(priority)
         if not isinstance(require_ack, bool):
             raise ConfigurationError("require_ack must be True or False")
         if on_update is not None and not callable(on_update):

@@ -7,6 +7,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -96,12 +97,8 @@ class TaskWatcher:
                 if update.is_terminal and (
                     getattr(update, "require_ack", False) or update.raw.get("requireAck") is True
                 ):
-                    try:
-                        self._client._ack(update.task_id)
-                    except RequenceError as err:
-                        log.warning(
-                            "could not ack the delivery of task %s: %s", update.task_id, err
-                        )
+                    # On the client's pool: a slow ack neither delays delivery nor stop().
+                    self._client._pool.submit(partial(self._ack, update.task_id))
                 if self._on_update is not None:
                     try:
                         self._on_update(update)
@@ -118,6 +115,12 @@ class TaskWatcher:
                         log.exception("the on_error callback of a task watcher raised")
         finally:
             self._queue.put(_END)
+
+    def _ack(self, task_id: str) -> None:
+        try:
+            self._client._ack(task_id)
+        except RequenceError as err:
+            log.warning("could not ack the delivery of task %s: %s", task_id, err)
 
     def _fold(self, event_type: str, data: dict[str, Any], position: int | None) -> Update:
         task_id = data.get("taskId") or data.get("task_id")
@@ -163,6 +166,7 @@ class TaskWatcher:
         """End the watcher; iteration ends once what was received is read."""
         self._stopped.set()
         self._stream.close()
+        self._queue.put(_END)  # iteration ends now, even while the stream connects
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
