@@ -147,6 +147,13 @@ class Transport:
                 response = self.session.request(
                     method, url, data=body, headers=all_headers, stream=stream, timeout=timeout
                 )
+        except requests.exceptions.SSLError as err:
+            # Not a passing outage: retrying cannot fix a certificate.
+            raise RequenceError(
+                f"The TLS connection to {_origin(url)} failed ({err.__class__.__name__}): "
+                "its certificate could not be verified. Fix the certificate, or pass "
+                "Client(verify='/path/to/ca-bundle.pem'); verify=False turns checks off."
+            ) from None
         except (requests.ConnectionError, requests.Timeout) as err:
             log.debug("%s %s: %s", method, _path(url), type(err).__name__)
             raise Unreachable(cause=err) from None
@@ -230,3 +237,9 @@ def _path(url: str) -> str:
     """A URL without scheme and host, for log lines."""
     rest = url.split("://", 1)[-1]
     return "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+
+
+def _origin(url: str) -> str:
+    """Scheme and host of a URL, for messages."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"

@@ -267,6 +267,7 @@ def _interrupt(response: requests.Response) -> None:
         response.close()
 
 
+MAX_EVENT_BYTES = 32 * 2**20  # far above any payload limit; bounds an endless line
 _ID_LINE = re.compile(rb"^id: ?([0-9]+)$", re.MULTILINE)
 
 
@@ -283,6 +284,11 @@ def _frames(chunks: Iterable[bytes], skip: Callable[[bytes], object]) -> Iterato
         if not chunk:
             continue
         buffer += chunk
+        if len(buffer) > MAX_EVENT_BYTES:
+            raise ApiError(
+                f"An event on the stream is larger than {MAX_EVENT_BYTES // 2**20} MiB (or never "
+                "ends); the stream is not a Requence update stream."
+            )
         # A CR at the end may be the first half of a CRLF: keep it for the next chunk.
         held = buffer[-1:] == b"\r"
         complete, rest = _split_complete(buffer[:-1] if held else buffer)
