@@ -121,9 +121,10 @@ def _parser() -> argparse.ArgumentParser:
         parents=api,
         help="start a task and follow it to its result",
         description=(
-            "Start a task of TEMPLATE and wait for its result. On a terminal a status line "
-            "on stderr shows the running nodes; otherwise one line per update is printed. "
-            "Ctrl-C leaves the task running (exit 130) unless --abort-on-interrupt."
+            "Start a task of TEMPLATE and wait for its result. On a terminal a status\n"
+            "line on stderr shows the running nodes; otherwise one line per update is\n"
+            "printed. Ctrl-C leaves the task running (exit 130) unless\n"
+            "--abort-on-interrupt."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1001,7 +1002,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             if not args.debug:
                 logging.getLogger("uvicorn").setLevel(logging.WARNING)
-            return _demo(args)
+            try:
+                return _demo(args)
+            except BrokenPipeError:  # demo | head
+                _silence_stdout()
+                return EXIT_FAILED
         command = _COMMANDS[args.command]
     except _UsageError as err:
         _err(f"{_PROG}: error: {err}")

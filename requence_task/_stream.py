@@ -201,7 +201,8 @@ class ResumingStream:
                     f"{self._what}: Requence is not reachable right now"
                     + (f" (HTTP {status})" if status else "")
                     + f"; gave up after {failures + 1} attempts over "
-                    f"{now - first_failure:.1f} s. The task goes on; watch it again later.",
+                    f"{now - first_failure:.1f} s; nothing is lost on Requence's side: "
+                    "open the stream again later.",
                     status=status,
                     attempts=failures + 1,
                 )
