@@ -154,7 +154,11 @@ class Transport:
                 "its certificate could not be verified. Fix the certificate, or pass "
                 "Client(verify='/path/to/ca-bundle.pem'); verify=False turns checks off."
             ) from None
-        except (requests.ConnectionError, requests.Timeout) as err:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,  # the answer was cut off: lost
+        ) as err:
             log.debug("%s %s: %s", method, _path(url), type(err).__name__)
             raise Unreachable(cause=err) from None
         except requests.RequestException as err:

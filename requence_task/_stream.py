@@ -181,7 +181,8 @@ class ResumingStream:
                 status = err.status
             except ClientClosedError:
                 return
-            except (requests.RequestException, ValueError, OSError) as err:
+            except (requests.RequestException, ValueError, OSError, AttributeError) as err:
+                # (urllib3 raises AttributeError reading a response closed under it.)
                 # A drop mid-stream: connection reset, read time-out (silence past the
                 # inactivity window), a broken chunk.
                 if self._stop.is_set():
@@ -278,25 +279,34 @@ def _frames(chunks: Iterable[bytes], skip: Callable[[bytes], object]) -> Iterato
     Line ends are normalised to ``\\n``. What follows the last blank line when
     the body ends is an unfinished event of a cut stream: it is dropped, never
     parsed, so a resume asks for it again. A frame that is not UTF-8 is given
-    to ``skip`` instead of being yielded.
+    to ``skip`` instead of being yielded. Each chunk is normalised and scanned
+    once, so an endless line costs time in proportion to its length.
     """
-    buffer = b""
+    pending = bytearray()  # normalised bytes after the last complete frame
+    held_cr = False  # a CR at a chunk's end may be the first half of a CRLF
     for chunk in chunks:
         if not chunk:
             continue
-        buffer += chunk
-        if len(buffer) > MAX_EVENT_BYTES:
+        if held_cr:
+            chunk, held_cr = b"\r" + chunk, False
+        if chunk.endswith(b"\r"):
+            chunk, held_cr = chunk[:-1], True
+        text = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if len(pending) + len(text) > MAX_EVENT_BYTES:
             raise ApiError(
                 f"An event on the stream is larger than {MAX_EVENT_BYTES // 2**20} MiB (or never "
                 "ends); the stream is not a Requence update stream."
             )
-        # A CR at the end may be the first half of a CRLF: keep it for the next chunk.
-        held = buffer[-1:] == b"\r"
-        complete, rest = _split_complete(buffer[:-1] if held else buffer)
-        buffer = rest + (b"\r" if held else b"")
+        scan_from = max(len(pending) - 1, 0)  # a blank line may straddle the chunks
+        pending += text
+        end = pending.rfind(b"\n\n", scan_from)
+        if end < 0:
+            continue
+        complete = bytes(pending[: end + 2])
+        del pending[: end + 2]
         yield from _checked(complete, skip)
     # At the end a held CR is a line end after all.
-    complete, _unfinished = _split_complete(buffer)
+    complete, _unfinished = _split_complete(bytes(pending) + (b"\n" if held_cr else b""))
     yield from _checked(complete, skip)
 
 
