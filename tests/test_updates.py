@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from requence_task import RequenceError
+from requence_task import RequenceError, _updates
 from requence_task._protocol import (
     NODE_DEFER,
     NODE_END,
@@ -28,6 +28,8 @@ from requence_task._protocol import (
     UPDATE_TYPES,
 )
 from requence_task._updates import (
+    _WIRE,
+    _WIRE_EXPLAINED,
     ContextFolder,
     NodeDeferUpdate,
     NodeEndUpdate,
@@ -398,6 +400,18 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
     (TASK_ERROR, wire(timestamp="2025-05-02T09:14:03+24:00"), "'timestamp' is not a valid"),
     (TASK_ABORTED, wire(rootTaskId=False), "'rootTaskId' is a boolean"),
     (TASK_ABORTED, {"timestamp": STAMP, "reason": SECRET}, "names no task"),
+    (TASK_ABORTED, wire(taskId="", reason=SECRET), "'taskId' is empty: the update names no task"),
+    # Where cattrs' own hooks would take a number for a string, or for a boolean.
+    (NODE_UPDATE, wire(node=OCR, output=5), "'output' is a number, not a string or null"),
+    (NODE_ERROR, wire(node=OCR, error=5), "'error' is a number, not a string"),
+    (NODE_START, wire(node={"id": "n", "type": 5}), "'node.type' is a number, not a string"),
+    (TASK_END, wire(exit=0, result=SECRET), "'exit' is a number, not a string or null"),
+    (TASK_ERROR, wire(requireAck=1), "'requireAck' is a number, not a boolean"),
+    (TASK_START, wire(taskId=6), "'taskId' is a number, not a string"),
+    # Required fields missing.
+    (NODE_START, wire(), "'node' is missing"),
+    (NODE_ERROR, wire(node=OCR), "'error' is missing"),
+    (NODE_END, wire(node={"type": "or", "alias": SECRET}), "'node.id' is missing"),
 ]
 
 
@@ -499,12 +513,180 @@ def test_malformed_after_valid_keeps_the_fold(caplog: pytest.LogCaptureFixture) 
     assert folder.context.node_data == {"ocr": 1}
 
 
+def test_every_problem_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    data = wire(node={"id": 2, "type": "or"}, output=[SECRET], updateId=False)
+    with caplog.at_level(logging.WARNING, logger="requence_task"):
+        update = fold_one(NODE_UPDATE, data)
+    assert type(update) is UnknownUpdate
+    assert update.problem is not None
+    for problem in ("'node.id' is a number", "'output' is an array", "'updateId' is a boolean"):
+        assert problem in update.problem
+    [record] = caplog.records
+    assert update.problem in record.getMessage()
+    assert SECRET not in record.getMessage()
+
+
+def test_a_bug_of_ours_is_passed_on_too(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(data: Any, cls: Any) -> Update:
+        raise RuntimeError(SECRET)
+
+    monkeypatch.setitem(_updates._STRUCTURE, NODE_END, (NodeEndUpdate, broken))
+    with caplog.at_level(logging.WARNING, logger="requence_task"):
+        update = fold_one(NODE_END, wire(node=OCR))
+    assert type(update) is UnknownUpdate
+    assert update.problem == "it could not be read (RuntimeError)"
+    [record] = caplog.records
+    assert SECRET not in record.getMessage()
+
+
+def test_null_optional_fields_read_as_missing() -> None:
+    before = datetime.now(timezone.utc)
+    data = wire(timestamp=None, updateId=None, rootTaskId=None, exit=None, requireAck=None)
+    update = fold_one(TASK_END, data)
+    assert type(update) is TaskEndUpdate
+    assert before <= update.timestamp <= datetime.now(timezone.utc)
+    assert (update.update_id, update.root_task_id, update.exit) == (None, None, None)
+    assert update.require_ack is False
+
+
+def test_the_wire_cannot_supply_what_the_folder_does() -> None:
+    folder = ContextFolder(TASK)
+    started = folder.fold(TASK_START, wire(input=1), 1).context
+    spoof = {
+        "position": 99,
+        "context": {"task_id": "x"},
+        "raw": {},
+        "incomplete": True,
+        "type": TASK_END,
+        _updates._POSITION: 99,
+        _updates._CONTEXT: "x",
+        _updates._RAW: {},
+    }
+    data = wire(node=OCR, **spoof)
+    update = folder.fold(NODE_END, data, 3)
+    assert type(update) is NodeEndUpdate
+    assert update.type == NODE_END
+    assert update.position == 3
+    assert update.context is started
+    assert update.raw is data
+    assert update.incomplete is False
+    # And the caller's dict is left as it came.
+    assert data == wire(node=OCR, **spoof)
+
+
 def test_structure_update_attaches_the_context_given() -> None:
     context = TaskContext("given", input=1)
     update = structure_update(TASK_START, {"input": 2}, None, context)
     assert type(update) is TaskStartUpdate
     assert update.task_id == "given"
     assert update.context is context
+
+
+# --- the wire converter ---------------------------------------------------------
+
+CLASS_OF: dict[str, type[Update]] = {
+    TASK_START: TaskStartUpdate,
+    NODE_START: NodeStartUpdate,
+    NODE_UPDATE: NodeUpdateUpdate,
+    NODE_ERROR: NodeErrorUpdate,
+    NODE_DEFER: NodeDeferUpdate,
+    NODE_END: NodeEndUpdate,
+    TASK_END: TaskEndUpdate,
+    TASK_ERROR: TaskErrorUpdate,
+    TASK_ABORTED: TaskAbortedUpdate,
+}
+
+
+def every_field() -> dict[str, Any]:
+    """Data with a value for every field of every type (each reads its own)."""
+    return wire(
+        rootTaskId="root-1",
+        node=OCR,
+        input={"customer": "ACME"},
+        data=[1, "two"],
+        output="pages",
+        error="SMTP refused",
+        reason="because",
+        result={"total": 99},
+        exit="paid",
+        requireAck=True,
+    )
+
+
+def test_every_protocol_type_has_a_class_here() -> None:
+    assert set(CLASS_OF) == set(UPDATE_TYPES)
+
+
+@pytest.mark.parametrize("event_type", UPDATE_TYPES)
+def test_structure_update_is_the_wire_converter(event_type: str) -> None:
+    cls = CLASS_OF[event_type]
+    data = every_field()
+    expected = _WIRE.structure(data, cls)
+    assert type(expected) is cls
+    assert expected.task_id == TASK
+    assert expected.timestamp == WHEN
+    assert expected.update_id == "u-1"
+    assert expected.root_task_id == "root-1"
+    # Without a position and with the context the converter gives by default.
+    assert structure_update(event_type, data, None, TaskContext(TASK)) == expected
+    # What the caller supplies replaces those.
+    context = TaskContext(TASK, input="folded")
+    update = structure_update(event_type, data, 9, context)
+    assert type(update) is cls
+    assert update == attrs.evolve(expected, position=9, context=context)
+    assert update.raw is data
+    # The converter's own hook, as make_dict_structure_fn made it, is the one used.
+    hook = _WIRE.get_structure_hook(cls)
+    assert _updates._STRUCTURE[event_type] == (cls, hook)
+    renames = {name: o.rename for name, o in hook.overrides.items()}  # type: ignore[attr-defined]
+    assert renames["task_id"] == "taskId"
+    assert renames["update_id"] == "updateId"
+    assert renames["root_task_id"] == "rootTaskId"
+    if "require_ack" in attrs.fields_dict(cls):
+        assert renames["require_ack"] == "requireAck"
+
+
+@pytest.mark.parametrize("event_type", UPDATE_TYPES)
+def test_the_wire_converter_refuses_what_structure_update_does(event_type: str) -> None:
+    # A string field given a number, in every type: for the converter an error,
+    # for structure_update an UnknownUpdate.
+    data = {**every_field(), "updateId": 5}
+    with pytest.raises(Exception):  # noqa: B017 - the fast converter names no field
+        _WIRE.structure(data, CLASS_OF[event_type])
+    with pytest.raises(cattrs.ClassValidationError):
+        _WIRE_EXPLAINED.structure(data, CLASS_OF[event_type])
+    logging.getLogger("requence_task").disabled = True
+    try:
+        update = structure_update(event_type, data, 1, TaskContext(TASK))
+    finally:
+        logging.getLogger("requence_task").disabled = False
+    assert type(update) is UnknownUpdate
+    assert update.problem == "'updateId' is a number, not a string or null"
+
+
+def test_the_wire_converter_is_strict_where_cattrs_is_lenient() -> None:
+    lenient = cattrs.Converter()
+    assert lenient.structure(5, str) == "5"
+    assert lenient.structure("yes", bool) is True
+    for converter in (_WIRE, _WIRE_EXPLAINED):
+        assert converter.structure("5", str) == "5"
+        assert converter.structure(None, str | None) is None  # type: ignore[arg-type]
+        assert converter.structure(False, bool) is False
+        for value, target in [(5, str), (5, str | None), ("yes", bool), (1, bool), (0, bool)]:
+            with pytest.raises(ValueError, match="not a"):
+                converter.structure(value, target)  # type: ignore[arg-type]
+
+
+def test_the_converters_are_private() -> None:
+    assert _WIRE is not cattrs.global_converter
+    assert _WIRE_EXPLAINED is not cattrs.global_converter
+    # The fast one for the stream; the detailed one only to explain a failure.
+    assert _WIRE.detailed_validation is False
+    assert _WIRE_EXPLAINED.detailed_validation is True
+    # The users' types get a converter of their own: their hooks never reach the wire.
+    assert _updates._results not in (_WIRE, _WIRE_EXPLAINED, cattrs.global_converter)
 
 
 # --- repr -----------------------------------------------------------------------
