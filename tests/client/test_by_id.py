@@ -327,7 +327,8 @@ def test_transient_503_is_retried(server: LocalRequence, client: Client, gate_ke
 
 
 def test_protect_task_keeps_a_task_through_cleanup() -> None:
-    with own_server(retention=0.2, cleanup_interval=0.05) as rq, make_client(rq.access_token) as c:
+    # A retention of 1 s leaves room to protect a task that just ended, even under load.
+    with own_server(retention=1.0, cleanup_interval=0.05) as rq, make_client(rq.access_token) as c:
         key = uuid.uuid4().hex
         gate(key)
         try:
@@ -352,8 +353,8 @@ def test_protect_task_keeps_a_task_through_cleanup() -> None:
                     return True
                 return False
 
-            wait_until(gone, timeout=3, what="cleanup of the unprotected task")
-            time.sleep(max(0.0, ended + 0.5 - time.monotonic()))
+            wait_until(gone, timeout=6, what="cleanup of the unprotected task")
+            time.sleep(max(0.0, ended + 1.5 - time.monotonic()))
             for task_id, result in (
                 (running_id, {"opened": key}),
                 (finished_id, {"input": {"k": "finished"}}),
