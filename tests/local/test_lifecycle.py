@@ -263,7 +263,7 @@ def test_abort_unknown_task_is_404(api: Api) -> None:
 
 def test_cleanup_deletes_finished_unprotected_tasks_only() -> None:
     with LocalRequence(
-        TEMPLATES, retention=0.3, cleanup_interval=0.1, keepalive_interval=0.2
+        TEMPLATES, retention=1.0, cleanup_interval=0.1, keepalive_interval=0.2
     ) as rq:
         api = api_for(rq)
         gate_key = key()
