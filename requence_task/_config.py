@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import ConfigurationError, MissingTokenError
+from ._errors import ConfigurationError, InvalidTokenError, MissingTokenError
 from ._token import TokenParts, decode_access_token
 
 if sys.version_info >= (3, 11):
@@ -114,7 +114,11 @@ def resolve_access_token(explicit: str | None = None, *, cwd: Path | None = None
         InvalidTokenError: The token found does not decode.
     """
     if explicit is not None:
-        if not isinstance(explicit, str) or not explicit.strip():
+        if not isinstance(explicit, str):
+            raise InvalidTokenError(
+                f"access_token must be a string, not {type(explicit).__name__}."
+            )
+        if not explicit.strip():
             raise MissingTokenError(
                 "access_token is empty; pass the access token string, or leave it out to "
                 "use REQUENCE_TASK_ACCESS_TOKEN / REQUENCE_ACCESS_TOKEN or pyproject.toml."

@@ -145,7 +145,14 @@ class Transport:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=ResourceWarning)
                 response = self.session.request(
-                    method, url, data=body, headers=all_headers, stream=stream, timeout=timeout
+                    method,
+                    url,
+                    data=body,
+                    headers=all_headers,
+                    stream=stream,
+                    timeout=timeout,
+                    # Per request: a session's verify loses to REQUESTS_CA_BUNDLE.
+                    verify=self._verify,
                 )
         except requests.exceptions.SSLError as err:
             # Not a passing outage: retrying cannot fix a certificate.
@@ -161,10 +168,11 @@ class Transport:
         ) as err:
             log.debug("%s %s: %s", method, _path(url), type(err).__name__)
             raise Unreachable(cause=err) from None
-        except requests.RequestException as err:
+        except (requests.RequestException, UnicodeError) as err:
+            # No "from err": a header error's text would carry the bearer.
             raise RequenceError(
                 f"The request to Requence could not be made: {type(err).__name__}"
-            ) from err
+            ) from None
         log.debug("%s %s -> %d", method, _path(url), response.status_code)
         if response.status_code in STATUS_UNREACHABLE:
             status = response.status_code

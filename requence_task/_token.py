@@ -124,6 +124,11 @@ def decode_access_token(token: str) -> TokenParts:
         )
     if not bearer:
         raise InvalidTokenError("The access token holds an empty bearer token.")
+    if not all("!" <= char <= "~" for char in bearer):
+        raise InvalidTokenError(
+            "The access token's bearer holds characters that cannot travel in an HTTP header "
+            "(spaces, line breaks or non-ASCII): the token looks mistyped; copy it again in full."
+        )
     url = urlsplit(base_url)
     if url.scheme not in ("http", "https") or not url.netloc:
         raise InvalidTokenError(

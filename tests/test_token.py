@@ -47,7 +47,20 @@ bmp_text = st.text(
 )
 
 
-@given(bearer=bmp_text, host=st.from_regex(r"[a-z0-9.-]{1,20}", fullmatch=True))
+header_safe = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1)
+
+
+@given(bmp_text)
+def test_bearers_that_cannot_travel_in_a_header_are_refused(bearer: str) -> None:
+    token = encode_access_token(bearer, "https://h")
+    if all("!" <= c <= "~" for c in bearer):
+        assert decode_access_token(token).bearer == bearer
+    else:
+        with pytest.raises(InvalidTokenError, match="cannot travel in an HTTP header"):
+            decode_access_token(token)
+
+
+@given(bearer=header_safe, host=st.from_regex(r"[a-z0-9.-]{1,20}", fullmatch=True))
 def test_round_trip(bearer: str, host: str) -> None:
     base = f"https://{host}:443/v1"
     token = encode_access_token(bearer, base)

@@ -187,6 +187,8 @@ def build_app(rq: LocalRequence) -> Starlette:
         return PlainTextResponse("acknowledged")
 
     async def get(request: Request, project: str) -> Response:
+        if request.path_params["task_id"] == "watch-all":  # GET of a POST-only path
+            return PlainTextResponse("Method Not Allowed", 405, headers={"Allow": "POST"})
         task, data, errors = rq.engine.get(request.path_params["task_id"], project)
         return JSONResponse(
             {
