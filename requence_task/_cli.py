@@ -265,6 +265,8 @@ def _demo(args: argparse.Namespace) -> int:
     from .local import LocalRequence
     from .local._demo import DEMO_TEMPLATES
 
+    if not args.debug:  # the demo prints its own story; the server's log would interleave
+        logging.getLogger("requence_task.local").setLevel(logging.WARNING)
     with LocalRequence(DEMO_TEMPLATES) as rq, Client(rq.access_token) as client:
         print(f"Local Requence running at {rq.base_url}")
         task = Task("greeting", input={"name": args.name}, name="Demo", client=client)
