@@ -944,3 +944,14 @@ def test_usage_errors_exit_2(cli: Cli) -> None:
     code, _, err = cli("run", "echo", "--priority", "high")
     assert code == 2
     assert "invalid int value: 'high'" in err
+
+
+def test_demo_runs_a_task_and_shows_a_rejected_input(capsys: pytest.CaptureFixture[str]) -> None:
+    from requence_task._cli import main as cli_main
+
+    assert cli_main(["demo", "--name", "Ada"]) == 0
+    out = capsys.readouterr().out
+    lines = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert lines[0] == "taskStart" and "taskEnd" in lines
+    assert '"shout": "HELLO, ADA!"' in out
+    assert "rejected (HTTP 422)" in out and "'name'" in out
