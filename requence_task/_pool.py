@@ -63,6 +63,7 @@ class WorkerPool:
                 job()  # type: ignore[operator]
             except BaseException:  # never lose a worker to a job's error
                 log.exception("a requence_task background job failed")
+            del job  # an idle worker must not keep the last job's task alive
 
     @property
     def thread_count(self) -> int:

@@ -121,6 +121,12 @@ def check_task_id(task_id: object) -> str:
     return task_id
 
 
+def _fallback_created(client: Client, task_id: str) -> _Created:
+    """A task's URLs from the protocol's paths, when no finalize answer gave them."""
+    base, quoted = client.base_url, quote(task_id, safe="")
+    return _Created(task_id, base + watch_path(quoted), base + show_path(quoted))
+
+
 class _Monitor:
     """The one live stream of a task, shared by every waiter and iterator."""
 
@@ -157,7 +163,13 @@ class _Monitor:
         _settle(self._result, err)
 
     def _follow(self) -> None:
-        created: _Created = self._created.result()  # creation errors end the monitor
+        try:
+            created: _Created = self._created.result()  # creation errors end the monitor
+        except TaskAbortedError as err:
+            if err.task_id is None:
+                raise
+            # Aborted before it started: its stream still holds the taskAborted update.
+            created = _fallback_created(self._client, err.task_id)
         self._task_url = created.show_url
         folder = ContextFolder(task_id=created.task_id)
         stream = self.stream = ResumingStream(
@@ -198,23 +210,26 @@ class _Monitor:
                 log.warning("could not ack the delivery of task %s: %s", created.task_id, err)
         context = update.context
         if update.type == TASK_END:
-            self._result.set_result(TaskResult.from_context(context, task_url=self._task_url))
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                self._result.set_result(TaskResult.from_context(context, task_url=self._task_url))
         elif update.type == TASK_ERROR:
-            self._result.set_exception(
+            _settle(
+                self._result,
                 TaskFailedError(
                     getattr(update, "reason", None),
                     task_id=created.task_id,
                     template=self._template,
                     context=context,
-                )
+                ),
             )
         else:
-            self._result.set_exception(
+            _settle(
+                self._result,
                 TaskAbortedError(
                     getattr(update, "reason", None),
                     task_id=created.task_id,
                     template=self._template,
-                )
+                ),
             )
 
     def iterate(self, timeout: float | None) -> Iterator[Update]:
@@ -528,9 +543,7 @@ class Task:
         return status not in (IDLE, STOPPED, "")
 
     def _fallback_created(self, task_id: str) -> _Created:
-        base = self._client.base_url
-        quoted = quote(task_id, safe="")
-        return _Created(task_id, base + watch_path(quoted), base + show_path(quoted))
+        return _fallback_created(self._client, task_id)
 
     # --- accessors -------------------------------------------------------------
 
