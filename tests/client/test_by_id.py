@@ -13,12 +13,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from requence_task import (
     Client,
@@ -48,6 +46,7 @@ from requence_task.local import LocalRequence
 from ..conftest import Api
 from ..local.templates_for_tests import gate
 from .conftest import make_client, own_server, wait_until
+from .losing_proxy import LosingProxy
 
 GREET_INPUT = {"name": "Ada", "steps": 2}
 GREET_RESULT = {"message": "Hello, Ada!"}
@@ -878,72 +877,12 @@ def test_from_id_in_another_process(
 # --- answers lost after the server acted ---------------------------------------------------------
 
 
-class _LosingProxy:
-    """Forwards HTTP to a server and hangs up without an answer on the first request
-    whose path starts with ``lose`` (after the server acted on it)."""
-
-    def __init__(self, target: str, lose: str) -> None:
-        self.target = target
-        self.lose: str | None = lose
-        self.lost: list[str] = []
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {
-                    k: v
-                    for k, v in self.headers.items()
-                    if k.lower() not in ("host", "content-length", "connection")
-                }
-                upstream = requests.request(
-                    self.command, proxy.target + self.path, data=body, headers=headers, timeout=10
-                )
-                self.close_connection = True
-                if proxy.lose is not None and self.path.startswith(proxy.lose):
-                    proxy.lose = None
-                    proxy.lost.append(self.path)
-                    return  # the server acted; its answer is lost
-                content = upstream.content
-                self.send_response(upstream.status_code)
-                self.send_header("Content-Type", upstream.headers.get("Content-Type", "text/plain"))
-                self.send_header("Content-Length", str(len(content)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(content)
-
-            do_GET = forward
-            do_POST = forward
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> _LosingProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture()
-def losing_proxy(server: LocalRequence) -> Iterator[Callable[[str], tuple[_LosingProxy, Client]]]:
-    made: list[tuple[_LosingProxy, Client]] = []
+def losing_proxy(server: LocalRequence) -> Iterator[Callable[[str], tuple[LosingProxy, Client]]]:
+    made: list[tuple[LosingProxy, Client]] = []
 
-    def make(lose: str) -> tuple[_LosingProxy, Client]:
-        proxy = _LosingProxy(server.base_url, lose).__enter__()
+    def make(lose: str) -> tuple[LosingProxy, Client]:
+        proxy = LosingProxy(server.base_url, {("POST", lose): 1}).__enter__()
         bearer = decode_access_token(server.access_token).bearer
         c = make_client(encode_access_token(bearer, proxy.base_url))
         made.append((proxy, c))
@@ -956,26 +895,26 @@ def losing_proxy(server: LocalRequence) -> Iterator[Callable[[str], tuple[_Losin
 
 
 def test_abort_task_whose_answer_was_lost_reports_no_false_failure(
-    client: Client, gate_key: str, losing_proxy: Callable[[str], tuple[_LosingProxy, Client]]
+    client: Client, gate_key: str, losing_proxy: Callable[[str], tuple[LosingProxy, Client]]
 ) -> None:
     task = running_gated(client, gate_key)
     task_id = task.task_id(timeout=0)
     proxy, via_proxy = losing_proxy("/task/abort/")
     # The abort lands, its answer is lost, the client retries: the abort did succeed.
     abort_task(task_id, "lost answer", client=via_proxy)
-    assert proxy.lost == [f"/task/abort/{task_id}"]
+    assert proxy.dropped == [f"POST /task/abort/{task_id}"]
     with pytest.raises(TaskAbortedError) as info:
         task.result(timeout=5)
     assert info.value.reason == "lost answer"
 
 
 def test_ack_task_whose_answer_was_lost_reports_no_false_failure(
-    client: Client, losing_proxy: Callable[[str], tuple[_LosingProxy, Client]]
+    client: Client, losing_proxy: Callable[[str], tuple[LosingProxy, Client]]
 ) -> None:
     task = Task("echo", require_ack=True, client=client)
     task_id = task.finalized(timeout=5)
     wait_status(client, task_id, TaskStatus.AWAITING_DELIVERY)
     proxy, via_proxy = losing_proxy("/task/ack/")
     ack_task(task_id, client=via_proxy)
-    assert proxy.lost == [f"/task/ack/{task_id}"]
+    assert proxy.dropped == [f"POST /task/ack/{task_id}"]
     assert get_task(task_id, client=client).status is TaskStatus.SUCCESSFUL
