@@ -1,0 +1,1 @@
+"""pytest plugin: the ``requence_local`` fixture (being written)."""
