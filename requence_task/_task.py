@@ -142,7 +142,33 @@ class _Monitor:
         self._result = task._result
         self._on_update = task._on_update
         self._task_url: str | None = None
+        self._listeners: list[Callable[[], None]] = []
         self.thread = threading.Thread(target=self._run, name="requence-task-monitor", daemon=True)
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` after each new update and at the end; returns the undo."""
+        with self.cond:
+            self._listeners.append(callback)
+
+        def undo() -> None:
+            with self.cond, contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return undo
+
+    def _notify(self) -> None:
+        with self.cond:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("an update listener raised")
+
+    def since(self, index: int) -> tuple[list[Update], bool, BaseException | None]:
+        """The updates from ``index`` on, whether monitoring ended, and its error."""
+        with self.cond:
+            return self.updates[index:], self.finished, self.error
 
     def start(self) -> None:
         self.thread.start()
@@ -156,6 +182,7 @@ class _Monitor:
             with self.cond:
                 self.finished = True
                 self.cond.notify_all()
+            self._notify()
 
     def _fail(self, err: BaseException) -> None:
         with self.cond:
@@ -186,6 +213,7 @@ class _Monitor:
                 with self.cond:
                     self.updates.append(update)
                     self.cond.notify_all()
+                self._notify()
                 if self._on_update is not None:
                     try:
                         self._on_update(update)
@@ -643,6 +671,15 @@ class Task:
                 self._monitor = _Monitor(self)
                 self._monitor.start()
             return self._monitor
+
+    def _listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Start monitoring; call ``callback()`` (from any thread, must be quick) after
+        each new update and when monitoring ends. Returns a function that stops it."""
+        return self._ensure_monitoring().listen(callback)
+
+    def _updates_since(self, index: int) -> tuple[list[Update], bool, BaseException | None]:
+        """The updates from ``index`` on, whether monitoring ended, and with what error."""
+        return self._ensure_monitoring().since(index)
 
     def __repr__(self) -> str:
         if self._result.done():
