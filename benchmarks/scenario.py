@@ -1,23 +1,30 @@
 """One scenario run, in a fresh process: ``python -m benchmarks.scenario NAME --n N``.
 
 It starts the local server in a subprocess (``benchmarks.server``), runs a few
-warm-up tasks, then measures the scenario and prints one JSON line:
+warm-up tasks, then measures the scenario and prints one JSON line. The
+figures (see ``_measure.measured``):
 
-- ``client_cpu_s``: user+sys CPU of this process (``RUSAGE_SELF``) over the
-  measured part only, and ``client_cpu_ms_per_task``;
+- ``client_cpu_s``: user+sys CPU of this process (``RUSAGE_SELF``, all
+  threads) over the measured part only, less the sampler thread's own CPU;
+  and ``client_cpu_ms_per_task``;
 - ``wall_s``: wall time of the measured part;
-- ``peak_threads``: highest ``threading.active_count()`` seen by a sampler
-  thread every 10 ms, not counting the sampler itself;
+- ``peak_threads``: highest ``threading.active_count()`` seen by the sampler
+  (every 20 ms; 50 ms with sockets), not counting the sampler itself;
+- ``peak_sockets``: (in-flight) highest number of socket descriptors in
+  ``/proc/self/fd``;
 - ``peak_rss_mb``: ``ru_maxrss`` of this process at the end;
-- ``server_cpu_s``: the server process's CPU over its whole serving time
-  (warm-up included).
+- ``server_cpu_s``: the server process's CPU over the measured part.
+
+The client under test is driven through its public API only (``Client``,
+``Task``, ``finalized()``, ``result()``, iteration), so that the harness
+keeps working whatever the client does inside.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import threading
@@ -25,77 +32,79 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .server import TEMPLATE
+from ._measure import ServerProcess, measured, watchdog
 
+# Not ``from .server import ...``: that would import requence_task.local here.
+TEMPLATE = "bench"
+HOLD_TEMPLATE = "hold"
+STREAM_TEMPLATE = "stream"
 WARMUP = 5
 INPUT = {"n": 1}
+HOLD_SECONDS = 2.0
+LATENCY = 0.02
+WAIT = 300.0  # every single wait of a scenario ends by then
+ENDED = {"SUCCESSFUL", "FAILED", "STOPPED", "AWAITING_DELIVERY"}
+
+Run = Callable[[int], None]
 
 
-class ThreadSampler:
-    """Samples ``threading.active_count()`` every ``interval`` seconds."""
+class Context:
+    """What a scenario gets: the server and its options."""
 
-    def __init__(self, interval: float = 0.01) -> None:
-        self.interval = interval
-        self.peak = threading.active_count()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, threading.active_count() - 1)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> ThreadSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def __init__(self, server: ServerProcess, bearer: str, args: argparse.Namespace) -> None:
+        self.server = server
+        self.token = server.access_token
+        self.base_url = server.base_url
+        self.bearer = bearer
+        self.args = args
 
 
 # --- the client under test ------------------------------------------------
 
 
-def _client_run(token: str, n: int, *, results: bool) -> Callable[[int], None]:
+def _client(ctx: Context, template: str, task_input: Any, *, results: bool) -> tuple[Run, Any]:
     from requence_task import Client, Task
 
-    client = Client(token)
+    client = Client(ctx.token)
 
     def run(count: int) -> None:
-        tasks = [Task(TEMPLATE, input=INPUT, client=client) for _ in range(count)]
+        tasks = [Task(template, input=task_input, client=client) for _ in range(count)]
         for task in tasks:
             if results:
-                task.result(timeout=120)
+                task.result(timeout=WAIT)
             else:
-                task.finalized(timeout=120)
+                task.finalized(timeout=WAIT)
 
-    run.close = client.close  # type: ignore[attr-defined]
-    return run
+    return run, client.close
 
 
 # --- the floor: one keep-alive requests.Session ---------------------------
 
 
-def _floor_run(token: str, n: int, *, results: bool) -> Callable[[int], None]:
+def _session(ctx: Context) -> Any:
     import requests
 
-    from requence_task._token import decode_access_token
-
-    parts = decode_access_token(token)
     http = requests.Session()
-    http.headers["Authorization"] = f"Bearer {parts.bearer}"
-    prepare_url = f"{parts.base_url}/task/prepare/{TEMPLATE}"
-    body = {"name": None, "input": INPUT, "priority": 0, "requireAck": False}
+    http.headers["Authorization"] = f"Bearer {ctx.bearer}"
+    return http
+
+
+def _floor_create(ctx: Context, http: Any, template: str, task_input: Any) -> str:
+    """Prepare and finalize one task; returns its watch URL."""
+    body = {"name": None, "input": task_input, "priority": 0, "requireAck": False}
+    prepared = http.post(f"{ctx.base_url}/task/prepare/{template}", timeout=30)
+    prepared.raise_for_status()
+    started = http.post(prepared.json()["finalizeUrl"], json=body, timeout=30)
+    started.raise_for_status()
+    watch: str = started.json()["urls"]["watch"]
+    return watch
+
+
+def _floor(ctx: Context, template: str, task_input: Any, *, results: bool) -> tuple[Run, Any]:
+    http = _session(ctx)
 
     def run(count: int) -> None:
-        watch_urls = []
-        for _ in range(count):
-            prepared = http.post(prepare_url, timeout=30)
-            prepared.raise_for_status()
-            started = http.post(prepared.json()["finalizeUrl"], json=body, timeout=30)
-            started.raise_for_status()
-            watch_urls.append(started.json()["urls"]["watch"])
+        watch_urls = [_floor_create(ctx, http, template, task_input) for _ in range(count)]
         if results:
             for url in watch_urls:
                 with http.post(
@@ -103,73 +112,353 @@ def _floor_run(token: str, n: int, *, results: bool) -> Callable[[int], None]:
                     json={"since": None},
                     headers={"Accept": "text/event-stream"},
                     stream=True,
-                    timeout=120,
+                    timeout=(30, WAIT),
                 ) as stream:
                     stream.raise_for_status()
                     for _chunk in stream.iter_content(chunk_size=None):
                         pass
 
-    run.close = http.close  # type: ignore[attr-defined]
-    return run
+    return run, http.close
 
 
-SCENARIOS: dict[str, Callable[..., Callable[[int], None]]] = {
-    "create": lambda token, n: _client_run(token, n, results=False),
-    "results": lambda token, n: _client_run(token, n, results=True),
-    "floor-create": lambda token, n: _floor_run(token, n, results=False),
-    "floor-results": lambda token, n: _floor_run(token, n, results=True),
-}
+# --- scenarios --------------------------------------------------------------
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def _standard(factory: Callable[..., tuple[Run, Any]], **kwargs: Any) -> Callable[..., Any]:
+    """Warm up, then measure ``run(n)`` with the standard figures."""
+
+    def scenario(ctx: Context) -> dict[str, Any]:
+        run, close = factory(ctx, **kwargs)
+        sockets = ctx.args.sockets
+        try:
+            run(WARMUP)
+            cpu0 = ctx.server.cpu()
+            figures = measured(run, ctx.args.n, interval=0.05 if sockets else 0.02, sockets=sockets)
+            figures["server_cpu_s"] = ctx.server.cpu() - cpu0
+        finally:
+            close()
+        return figures
+
+    return scenario
 
 
-def run_scenario(name: str, n: int, concurrency: int) -> dict[str, Any]:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.server", "--concurrency", str(concurrency)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdin is not None and server.stdout is not None
+def _hold_input() -> dict[str, float]:
+    return {"seconds": HOLD_SECONDS}
+
+
+def stream_scenario(ctx: Context) -> dict[str, Any]:
+    """One task with N node updates, read after it ended: ours vs sseclient-py."""
+    import requests
+    import sseclient
+
+    from requence_task import Client, Task
+
+    n, rounds = ctx.args.n, ctx.args.rounds
+    http = _session(ctx)
     try:
-        token = json.loads(server.stdout.readline())["access_token"]
-        run = SCENARIOS[name](token, n)
-        run(WARMUP)
-        with ThreadSampler() as sampler:
-            cpu0, wall0 = _cpu(), time.perf_counter()
-            run(n)
-            wall = time.perf_counter() - wall0
-            cpu = _cpu() - cpu0
-        run.close()  # type: ignore[attr-defined]
-        server.stdin.close()
-        server_cpu = json.loads(server.stdout.readline())["server_cpu_s"]
-        server.wait(timeout=30)
+        body = {"name": None, "input": {"n": n}, "priority": 0, "requireAck": False}
+        prepared = http.post(f"{ctx.base_url}/task/prepare/{STREAM_TEMPLATE}", timeout=30)
+        prepared.raise_for_status()
+        task_id = prepared.json()["taskId"]
+        started = http.post(prepared.json()["finalizeUrl"], json=body, timeout=30)
+        started.raise_for_status()
+        watch_url = started.json()["urls"]["watch"]
+        generated0 = time.perf_counter()
+        deadline = time.monotonic() + WAIT * 2
+        while True:
+            status = http.get(f"{ctx.base_url}/task/{task_id}", timeout=30)
+            status.raise_for_status()
+            if status.json()["status"] in ENDED:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the stream task did not end within {WAIT * 2:.0f} s")
+            time.sleep(0.25)
+        generated = time.perf_counter() - generated0
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        http.close()
+    expected = n + 4  # taskStart, nodeStart, n x nodeUpdate, nodeEnd, taskEnd
+
+    def baseline(_count: int) -> None:
+        seen = 0
+        with requests.Session() as session:
+            session.headers["Authorization"] = f"Bearer {ctx.bearer}"
+            response = session.post(
+                watch_url,
+                json={"since": None},
+                headers={"Accept": "text/event-stream"},
+                stream=True,
+                timeout=(30, 60),
+            )
+            response.raise_for_status()
+            for event in sseclient.SSEClient(response).events():
+                json.loads(event.data)
+                seen += 1
+            response.close()
+        if seen != expected:
+            raise AssertionError(f"sseclient-py read {seen} events, expected {expected}")
+
+    client = Client(ctx.token)
+
+    def ours(_count: int) -> None:
+        task = Task.from_id(task_id, client=client)
+        seen = sum(1 for _update in task.updates(timeout=60))
+        if seen != expected:
+            raise AssertionError(f"requence_task read {seen} updates, expected {expected}")
+
+    results: dict[str, list[dict[str, Any]]] = {"ours": [], "baseline": []}
+    try:
+        for _round in range(rounds):  # alternate, so that noise hits both alike
+            results["baseline"].append(measured(baseline, expected))
+            results["ours"].append(measured(ours, expected))
+    finally:
+        client.close()
+
+    def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        # The median round (by wall time) of this process.
+        return sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+
+    mine, base = best(results["ours"]), best(results["baseline"])
     return {
-        "scenario": name,
         "n": n,
-        "client_cpu_s": cpu,
-        "client_cpu_ms_per_task": cpu * 1000 / n,
-        "wall_s": wall,
-        "peak_threads": sampler.peak,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "server_cpu_s": server_cpu,
+        "updates": expected,
+        "generate_s": generated,
+        "updates_per_s": expected / mine["wall_s"],
+        "baseline_updates_per_s": expected / base["wall_s"],
+        "client_cpu_us_per_update": mine["client_cpu_s"] * 1e6 / expected,
+        "baseline_cpu_us_per_update": base["client_cpu_s"] * 1e6 / expected,
+        "wall_s": mine["wall_s"],
+        "baseline_wall_s": base["wall_s"],
+        "peak_threads": mine["peak_threads"],
+        "peak_rss_mb": mine["peak_rss_mb"],
+        "rounds": results,
     }
+
+
+def throughput_scenario(ctx: Context) -> dict[str, Any]:
+    """Task creations per second the server sustains, from load processes."""
+    procs, seconds = ctx.args.procs, ctx.args.seconds
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [os.path.dirname(os.path.dirname(__file__)), env.get("PYTHONPATH")])
+    )
+    start_at = time.time() + 3.0  # every load process is up and warm by then
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.scenario",
+        "load",
+        "--base-url",
+        ctx.base_url,
+        "--start-at",
+        repr(start_at),
+        "--seconds",
+        str(seconds),
+        "--threads",
+        str(ctx.args.threads),
+        "--load-client",
+        ctx.args.load_client,
+    ]
+    loads = [
+        subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(procs)
+    ]
+    outputs: list[dict[str, Any]] = []
+    try:
+        for load in loads:
+            assert load.stdin is not None
+            load.stdin.write(ctx.bearer + "\n")  # not on the command line: ps shows that
+            load.stdin.close()
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu0 = ctx.server.cpu()
+        for load in loads:
+            load.wait(timeout=max(0.0, start_at - time.time()) + seconds + 60)
+            assert load.stdout is not None
+            out = load.stdout.read()  # one short line: it never filled the pipe
+            if load.returncode != 0:
+                raise RuntimeError(f"a load process failed with status {load.returncode}")
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+        server_cpu = ctx.server.cpu() - cpu0
+    finally:
+        for load in loads:
+            if load.poll() is None:
+                load.kill()
+                load.wait(timeout=10)
+    created = sum(o["created"] for o in outputs)
+    wall = max(o["wall_s"] for o in outputs)
+    client_cpu = sum(o["cpu_s"] for o in outputs)
+    return {
+        "n": created,
+        "procs": procs,
+        "threads": ctx.args.threads,
+        "load_client": ctx.args.load_client,
+        "wall_s": wall,
+        "creations_per_s": created / wall,
+        "server_cpu_s": server_cpu,
+        "server_cpu_ms_per_creation": server_cpu * 1000 / created if created else 0.0,
+        "server_cpu_share": server_cpu / wall,
+        "load_cpu_share": client_cpu / wall,
+    }
+
+
+def load_main(args: argparse.Namespace) -> int:
+    """A load process of ``throughput``: create tasks from ``--threads`` threads."""
+    from ._measure import cpu_seconds
+
+    bearer = sys.stdin.readline().strip()
+    if args.load_client == "requests":
+        import requests
+
+        def connect() -> Any:
+            http = requests.Session()
+            http.headers["Authorization"] = f"Bearer {bearer}"
+            return http
+
+        def create(http: Any) -> None:
+            body = {"name": None, "input": INPUT, "priority": 0, "requireAck": False}
+            prepared = http.post(f"{args.base_url}/task/prepare/{TEMPLATE}", timeout=30)
+            prepared.raise_for_status()
+            started = http.post(prepared.json()["finalizeUrl"], json=body, timeout=30)
+            started.raise_for_status()
+            started.json()
+
+    else:
+        import http.client
+        from urllib.parse import urlsplit
+
+        where = urlsplit(args.base_url)
+        payload = json.dumps(
+            {"name": None, "input": INPUT, "priority": 0, "requireAck": False}
+        ).encode()
+        headers = {"Authorization": f"Bearer {bearer}"}
+        json_headers = {**headers, "Content-Type": "application/json"}
+
+        def connect() -> Any:
+            return http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+
+        def create(conn: Any) -> None:
+            conn.request("POST", f"/task/prepare/{TEMPLATE}", headers=headers)
+            answer = conn.getresponse()
+            if answer.status != 200:
+                raise RuntimeError(f"prepare: HTTP {answer.status}")
+            finalize = urlsplit(json.loads(answer.read())["finalizeUrl"]).path
+            conn.request("POST", finalize, body=payload, headers=json_headers)
+            answer = conn.getresponse()
+            if answer.status != 200:
+                raise RuntimeError(f"finalize: HTTP {answer.status}")
+            json.loads(answer.read())
+
+    counts = [0] * args.threads
+    failures: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        conn = connect()
+        try:
+            for _ in range(WARMUP):
+                create(conn)
+            time.sleep(max(0.0, args.start_at - time.time()))
+            end = args.start_at + args.seconds
+            while time.time() < end:
+                create(conn)
+                counts[index] += 1
+        except BaseException as err:  # reported below, the process fails
+            failures.append(err)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(args.threads)]
+    for thread in threads:
+        thread.start()
+    time.sleep(max(0.0, args.start_at - time.time()))
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    for thread in threads:
+        thread.join(timeout=args.seconds + WAIT)
+    if failures or any(thread.is_alive() for thread in threads):
+        print(f"load: {failures[:1] or 'a worker did not finish'}", file=sys.stderr)
+        return 1
+    print(
+        json.dumps(
+            {
+                "created": sum(counts),
+                "wall_s": time.perf_counter() - wall0,
+                "cpu_s": cpu_seconds() - cpu0,
+            }
+        ),
+        flush=True,
+    )
+    return 0
+
+
+# name: (server arguments from the options, the scenario)
+SCENARIOS: dict[str, tuple[Callable[[argparse.Namespace], list[str]], Callable[..., Any]]] = {
+    "create": (
+        lambda a: [],
+        _standard(_client, template=TEMPLATE, task_input=INPUT, results=False),
+    ),
+    "results": (
+        lambda a: [],
+        _standard(_client, template=TEMPLATE, task_input=INPUT, results=True),
+    ),
+    "floor-create": (
+        lambda a: [],
+        _standard(_floor, template=TEMPLATE, task_input=INPUT, results=False),
+    ),
+    "floor-results": (
+        lambda a: [],
+        _standard(_floor, template=TEMPLATE, task_input=INPUT, results=True),
+    ),
+    "in-flight": (
+        lambda a: ["--concurrency", str(a.n + WARMUP + 8)],
+        _standard(_client, template=HOLD_TEMPLATE, task_input=_hold_input(), results=True),
+    ),
+    "floor-in-flight": (
+        lambda a: ["--concurrency", str(a.n + WARMUP + 8)],
+        _standard(_floor, template=HOLD_TEMPLATE, task_input=_hold_input(), results=True),
+    ),
+    "latency": (
+        lambda a: ["--latency", str(LATENCY)],
+        _standard(_client, template=TEMPLATE, task_input=INPUT, results=False),
+    ),
+    "stream": (lambda a: [], stream_scenario),
+    "throughput": (lambda a: [], throughput_scenario),
+}
+SOCKET_SCENARIOS = {"in-flight", "floor-in-flight"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scenario")
-    parser.add_argument("name", choices=sorted(SCENARIOS))
-    parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("name", choices=[*sorted(SCENARIOS), "load"])
+    parser.add_argument("--n", type=int, default=500, help="tasks (stream: node updates)")
+    parser.add_argument("--concurrency", type=int, default=4, help="the server's task concurrency")
+    parser.add_argument("--rounds", type=int, default=3, help="stream: alternating rounds")
+    parser.add_argument("--procs", type=int, default=2, help="throughput: load processes")
+    parser.add_argument("--threads", type=int, default=2, help="throughput: threads per process")
+    parser.add_argument("--seconds", type=float, default=5.0, help="throughput: load duration")
+    parser.add_argument("--load-client", choices=["http.client", "requests"], default="http.client")
+    parser.add_argument("--base-url", help="load: the server")
+    parser.add_argument("--start-at", type=float, default=0.0, help="load: epoch start time")
+    parser.add_argument("--timeout", type=float, default=900.0, help="give up after this long")
     args = parser.parse_args(argv)
-    print(json.dumps(run_scenario(args.name, args.n, args.concurrency)), flush=True)
+    args.sockets = args.name in SOCKET_SCENARIOS
+    if args.name == "load":
+        watchdog(args.seconds + WAIT)
+        return load_main(args)
+
+    server_args, scenario = SCENARIOS[args.name]
+    extra = server_args(args)
+    if "--concurrency" not in extra:
+        extra += ["--concurrency", str(args.concurrency)]
+    server = ServerProcess(sys.executable, extra)
+    watchdog(args.timeout, on_expiry=server.kill)
+    with server:
+        figures = scenario(Context(server, server.bearer, args))
+    figures["scenario"] = args.name
+    print(json.dumps(figures), flush=True)
     return 0
 
 

@@ -34,6 +34,7 @@ from ._errors import (
     TaskNotFoundError,
     TaskTimeoutError,
 )
+from ._fanout import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from ._functions import (
     TaskInfo,
     TaskStatus,
@@ -65,6 +66,9 @@ from ._version import __version__
 from ._watch import TaskWatcher, watch_tasks
 
 __all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "ApiError",
     "AuthenticationError",
     "BranchWarning",
@@ -104,9 +108,11 @@ __all__ = [
     "__version__",
     "abort_task",
     "ack_task",
+    "as_completed",
     "get_task",
     "protect_task",
     "recreate_task",
+    "wait",
     "watch_tasks",
 ]
 

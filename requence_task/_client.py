@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from ._config import TOKEN_ENV_VARS, RetryPolicy, Timeouts, resolve_access_token
 from ._errors import ConfigurationError, TaskError, TaskNotFoundError
+from ._follow import Follower
 from ._http import Transport, Unreachable, error_text
 from ._pool import WorkerPool
 from ._protocol import STATUS_CONFLICT, abort_path, ack_path, get_path, protect_path
@@ -50,6 +51,12 @@ class Client:
         max_workers: Threads that create tasks (prepare and finalize) at once.
         verify: TLS verification for https URLs: ``True``, or a CA bundle path.
             ``False`` turns it off, with a warning.
+        shared_stream: Follow the tasks you wait on over one shared stream of
+            all the project's updates (``watch-all``; one thread and one
+            connection however many tasks), falling back to one stream per
+            task where the token may not watch all. ``False``: always one
+            stream (and one thread) per task followed, for a project where so
+            many other tasks run that carrying their updates costs more.
 
     Raises:
         MissingTokenError, InvalidTokenError: No usable access token.
@@ -67,6 +74,7 @@ class Client:
         retry: RetryPolicy | None = None,
         max_workers: int = 8,
         verify: bool | str = True,
+        shared_stream: bool = True,
     ) -> None:
         parts = resolve_access_token(access_token)
         if timeouts is not None and not isinstance(timeouts, Timeouts):
@@ -75,6 +83,8 @@ class Client:
             raise ConfigurationError("retry must be a requence_task.RetryPolicy")
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ConfigurationError(f"max_workers must be a positive integer, got {max_workers!r}")
+        if not isinstance(shared_stream, bool):
+            raise ConfigurationError("shared_stream must be True or False")
         if verify is False and parts.base_url.startswith("https://"):
             warnings.warn(
                 "TLS certificate verification is off for this client (verify=False): "
@@ -98,6 +108,7 @@ class Client:
         self._warned: set[tuple[str, str]] = set()
         self._streams: weakref.WeakSet[ResumingStream] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._follower = Follower(self, shared=shared_stream)
         _clients.add(self)
 
     @property
@@ -151,6 +162,7 @@ class Client:
         self._streams = weakref.WeakSet()  # their threads did not survive the fork
         self._pool.reset_after_fork()
         self._transport.reset_after_fork()
+        self._follower.reset_after_fork()
 
     # --- operations by task id (used by Task and the functions by id) ---------
 

@@ -1,6 +1,6 @@
 """The one tree of errors this package raises.
 
-::
+Every error is a ``RequenceError``; a built-in in brackets is a base class too:
 
     RequenceError
     ├── ConfigurationError (ValueError)      a setting or argument is wrong

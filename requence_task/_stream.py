@@ -155,7 +155,7 @@ class ResumingStream:
                     _call_hook(self._on_connect)
                 skip = delivered_without_position if self.last_position is None else 0
                 try:
-                    frames = _frames(response.iter_content(chunk_size=None), self._skip_frame)
+                    frames = _frames(_chunks(response), self._skip_frame)
                     for event in sseclient.SSEClient(frames).events():
                         if self._stop.is_set():
                             return
@@ -260,13 +260,43 @@ def _interrupt(response: requests.Response) -> None:
     ``Response.close()`` alone does not wake a thread blocked in ``recv()``
     (it would sleep until the next keep-alive); shutting the socket down does.
     """
-    connection = getattr(response.raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
+    for sock in _sockets_of(response):
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(Exception):
         response.close()
+
+
+def _chunks(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives. A body that ends with the connection (neither
+    chunked nor of known length) is read with ``read1`` where urllib3 has it,
+    so events are not held back until the connection ends."""
+    raw = response.raw
+    read1 = getattr(raw, "read1", None)
+    if read1 is not None and not getattr(raw, "chunked", True) and raw.length_remaining is None:
+        while True:
+            data = read1(65536)
+            if not data:
+                return
+            yield data
+    else:
+        yield from response.iter_content(chunk_size=None)
+
+
+def _sockets_of(response: requests.Response) -> list[socket.socket]:
+    """The socket under a streaming response: through urllib3's connection, or,
+    for a body that ends with the connection (urllib3 no longer holds it then),
+    through the raw file object the body is read from."""
+    found = []
+    connection = getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        found.append(sock)
+    fp = getattr(getattr(response.raw, "_fp", None), "fp", None)
+    sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    if isinstance(sock, socket.socket) and sock not in found:
+        found.append(sock)
+    return found
 
 
 MAX_EVENT_BYTES = 32 * 2**20  # far above any payload limit; bounds an endless line

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import json
 import logging
 import math
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
-
-import attrs
 
 from ._client import Client, default_client
 from ._errors import (
@@ -23,9 +19,11 @@ from ._errors import (
     RequenceError,
     TaskAbortedError,
     TaskError,
-    TaskFailedError,
     TaskTimeoutError,
 )
+from ._follow import Created as _Created
+from ._follow import Monitor, server_time
+from ._follow import settle as _settle
 from ._http import Unreachable, error_text
 from ._protocol import (
     IDLE,
@@ -36,26 +34,16 @@ from ._protocol import (
     STATUS_ABORTED_BEFORE_FINALIZE,
     STATUS_CONFLICT,
     STOPPED,
-    TASK_END,
-    TASK_ERROR,
     prepare_path,
     priority_to_wire,
     show_path,
     watch_path,
 )
-from ._stream import ResumingStream
-from ._updates import ContextFolder, TaskResult, Update
+from ._updates import TaskResult, Update
 
 log = logging.getLogger("requence_task")
 
 UpdateCallback = Callable[[Update], Any]
-
-
-@attrs.frozen
-class _Created:
-    task_id: str
-    watch_url: str
-    show_url: str | None
 
 
 def _check_timeout(timeout: float | None) -> float | None:
@@ -72,12 +60,6 @@ def _check_timeout(timeout: float | None) -> float | None:
             f"got {timeout!r}"
         )
     return float(timeout)
-
-
-def _settle(future: concurrent.futures.Future[Any], error: BaseException) -> None:
-    """Fail ``future`` unless something settled it first (two threads may race)."""
-    with contextlib.suppress(concurrent.futures.InvalidStateError):
-        future.set_exception(error)
 
 
 def _wait(future: concurrent.futures.Future[Any], timeout: float | None, what: str) -> Any:
@@ -125,162 +107,6 @@ def _fallback_created(client: Client, task_id: str) -> _Created:
     """A task's URLs from the protocol's paths, when no finalize answer gave them."""
     base, quoted = client.base_url, quote(task_id, safe="")
     return _Created(task_id, base + watch_path(quoted), base + show_path(quoted))
-
-
-class _Monitor:
-    """The one live stream of a task, shared by every waiter and iterator."""
-
-    def __init__(self, task: Task) -> None:
-        self.updates: list[Update] = []
-        self.cond = threading.Condition()
-        self.finished = False
-        self.error: BaseException | None = None
-        self.stream: ResumingStream | None = None
-        self._client = task._client
-        self._template = task.template
-        self._created = task._created
-        self._result = task._result
-        self._on_update = task._on_update
-        self._task_url: str | None = None
-        self._listeners: list[Callable[[], None]] = []
-        self.thread = threading.Thread(target=self._run, name="requence-task-monitor", daemon=True)
-
-    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback()`` after each new update and at the end; returns the undo."""
-        with self.cond:
-            self._listeners.append(callback)
-
-        def undo() -> None:
-            with self.cond, contextlib.suppress(ValueError):
-                self._listeners.remove(callback)
-
-        return undo
-
-    def _notify(self) -> None:
-        with self.cond:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener()
-            except Exception:
-                log.exception("an update listener raised")
-
-    def since(self, index: int) -> tuple[list[Update], bool, BaseException | None]:
-        """The updates from ``index`` on, whether monitoring ended, and its error."""
-        with self.cond:
-            return self.updates[index:], self.finished, self.error
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._follow()
-        except BaseException as err:  # surfaces through result() and iteration
-            self._fail(err)
-        finally:
-            with self.cond:
-                self.finished = True
-                self.cond.notify_all()
-            self._notify()
-
-    def _fail(self, err: BaseException) -> None:
-        with self.cond:
-            self.error = err
-        _settle(self._result, err)
-
-    def _follow(self) -> None:
-        try:
-            created: _Created = self._created.result()  # creation errors end the monitor
-        except TaskAbortedError as err:
-            if err.task_id is None:
-                raise
-            # Aborted before it started: its stream still holds the taskAborted update.
-            created = _fallback_created(self._client, err.task_id)
-        self._task_url = created.show_url
-        folder = ContextFolder(task_id=created.task_id)
-        stream = self.stream = ResumingStream(
-            self._client._transport,
-            created.watch_url,
-            what=f"the update stream of task {created.task_id}",
-            task_id=created.task_id,
-            stop=threading.Event(),
-        )
-        self._client._track(stream)
-        try:
-            for raw in stream:
-                update = folder.fold(raw.type, raw.data, raw.position)
-                with self.cond:
-                    self.updates.append(update)
-                    self.cond.notify_all()
-                self._notify()
-                if self._on_update is not None:
-                    try:
-                        self._on_update(update)
-                    except Exception:
-                        log.exception("on_update callback of task %s raised", created.task_id)
-                if update.is_terminal and update.task_id == created.task_id:
-                    self._finish(update, created)
-                    return
-        finally:
-            stream.close()
-        if not self._result.done():
-            raise RequenceError(
-                f"The update stream of task {created.task_id} stopped before the task ended "
-                "(the client was closed)."
-            )
-
-    def _finish(self, update: Update, created: _Created) -> None:
-        if getattr(update, "require_ack", False) or update.raw.get("requireAck") is True:
-            try:
-                self._client._ack(created.task_id)
-            except RequenceError as err:
-                log.warning("could not ack the delivery of task %s: %s", created.task_id, err)
-        context = update.context
-        if update.type == TASK_END:
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                self._result.set_result(TaskResult.from_context(context, task_url=self._task_url))
-        elif update.type == TASK_ERROR:
-            _settle(
-                self._result,
-                TaskFailedError(
-                    getattr(update, "reason", None),
-                    task_id=created.task_id,
-                    template=self._template,
-                    context=context,
-                ),
-            )
-        else:
-            _settle(
-                self._result,
-                TaskAbortedError(
-                    getattr(update, "reason", None),
-                    task_id=created.task_id,
-                    template=self._template,
-                ),
-            )
-
-    def iterate(self, timeout: float | None) -> Iterator[Update]:
-        index = 0
-        while True:
-            with self.cond:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while index >= len(self.updates) and not self.finished:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise TaskTimeoutError(
-                            f"no update came within {timeout} s; the task goes on.",
-                            timeout=timeout,
-                        )
-                    self.cond.wait(remaining)
-                if index < len(self.updates):
-                    update = self.updates[index]
-                    index += 1
-                elif self.error is not None:
-                    raise self.error
-                else:
-                    return
-            yield update
 
 
 class Task:
@@ -398,7 +224,14 @@ class Task:
         self._prepared: concurrent.futures.Future[str] = concurrent.futures.Future()
         self._created: concurrent.futures.Future[_Created] = concurrent.futures.Future()
         self._result: concurrent.futures.Future[TaskResult] = concurrent.futures.Future()
-        self._monitor: _Monitor | None = None
+        self._monitor = Monitor(
+            client,
+            template=template,
+            created=self._created,
+            result=self._result,
+            on_update=on_update,
+            fallback=lambda task_id: _fallback_created(client, task_id),
+        )
         self._aborted_with: str | None = None
         self._lock = threading.Lock()
 
@@ -439,6 +272,7 @@ class Task:
             require_ack=False,
             on_update=on_update,
         )
+        task._monitor.prepared(task_id, None)
         task._prepared.set_result(task_id)
         task._created.set_result(task._fallback_created(task_id))
         if on_update is not None:
@@ -448,17 +282,22 @@ class Task:
     # --- creation (on the client's pool) -------------------------------------
 
     def _create(self) -> None:
+        follower = self._client._follower
         try:
             task_id = self._prepare()
         except BaseException as err:
             for future in (self._prepared, self._created, self._result):
                 _settle(future, err)
+            follower.creation_failed(self._monitor, err)
             return
         try:
             created = self._finalize(task_id)
         except BaseException as err:
+            _settle(self._result, err)  # first: the monitor finishes when _created is done
             _settle(self._created, err)
-            _settle(self._result, err)
+            if not (isinstance(err, TaskAbortedError) and err.task_id is not None):
+                follower.creation_failed(self._monitor, err)
+            # (Aborted before it started: its stream still brings the taskAborted update.)
             return
         self._created.set_result(created)
 
@@ -469,7 +308,7 @@ class Task:
         url = client._url(prepare_path(quote(template, safe="")))
         what = f"prepare of a task of template {self.template!r}"
 
-        def attempt() -> dict[str, Any]:
+        def attempt() -> tuple[dict[str, Any], str | None]:
             response = transport.send("POST", url)
             if not response.ok:
                 message = error_text(response)
@@ -481,14 +320,17 @@ class Task:
                     template=self.template,
                     server_message=message,
                 )
-            return transport.json(response, what=what)
+            date = response.headers.get("Date")
+            return transport.json(response, what=what), date
 
-        prepared = transport.retrying(attempt, what=what)
+        prepared, date = transport.retrying(attempt, what=what)
         task_id = prepared.get("taskId")
         finalize_url = prepared.get("finalizeUrl")
         if not isinstance(task_id, str) or not isinstance(finalize_url, str):
             raise ApiError(f"{what}: the answer lacks taskId or finalizeUrl")
         self._finalize_url = finalize_url
+        self._monitor.prepared(task_id, server_time(date))
+        client._follower.prepared(self._monitor)
         self._prepared.set_result(task_id)
         branch = prepared.get("branch") or LIVE_BRANCH
         if branch != LIVE_BRANCH and not self._suppress_branch_warning:
@@ -601,15 +443,28 @@ class Task:
         created: _Created = _wait(self._created, timeout, "The task's start")
         return created.task_id
 
-    def result(self, timeout: float | None = None) -> TaskResult:
+    def result(self, timeout: float | None = None, *, progress: bool = False) -> TaskResult:
         """Wait for the task's end and return its result.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+            progress: Show a live progress bar while waiting (a widget in
+                Jupyter, a text bar on stderr elsewhere); needs
+                ``pip install 'requence_task[progress]'``.
 
         Raises:
             TaskFailedError: The task failed (``reason``, ``context``).
             TaskAbortedError: The task was aborted (``reason``).
             TaskError: The task could not be created.
             TaskTimeoutError: Not ended within ``timeout`` seconds; it goes on.
+            ConfigurationError: ``progress=True`` without tqdm (before waiting).
         """
+        if not isinstance(progress, bool):
+            raise ConfigurationError("progress must be True or False")
+        if progress:
+            from ._display import result_with_progress
+
+            return result_with_progress(self, timeout)
         self._ensure_monitoring()
         return _wait(self._result, timeout, "The task's result")  # type: ignore[no-any-return]
 
@@ -663,23 +518,128 @@ class Task:
         """Call ``callback(task)`` once the task has ended (at once if it has)."""
         self.future.add_done_callback(lambda _future: callback(self))
 
+    # --- notebooks, fan-out, asyncio (in _display, _fanout, _aio) -------------------
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: template, id linked to the task's page, state, nodes so far.
+
+        Never waits: it shows what the handle knows now (asking starts monitoring).
+        """
+        from ._display import task_html
+
+        return task_html(self)
+
+    @classmethod
+    def map(cls, template: str, inputs: Iterable[Any], **options: Any) -> list[Task]:
+        """Start one task of ``template`` per input; returns the handles at once.
+
+        Every input is checked (JSON-serialisable) and the options too before
+        any request is sent. Creation runs on the client's pool, so at most
+        ``Client.max_workers`` tasks (8 by default) are being created at any
+        moment; the others wait their turn in order. Pass
+        ``client=Client(max_workers=...)`` to change that bound. Collect the
+        results with :func:`as_completed` or :func:`wait`.
+
+        Args:
+            template: The task template's name.
+            inputs: One input per task (a list, a generator, ...).
+            **options: Keyword options of :class:`Task` (``name``,
+                ``priority``, ``client``, ...), the same for every task.
+
+        Returns:
+            The tasks, in the order of ``inputs``.
+
+        Raises:
+            ConfigurationError: An input is not JSON-serialisable (the message
+                gives its index), or an option is wrong; no task was started.
+
+        Example:
+            >>> tasks = Task.map("greeting", [{"name": n} for n in names])  # doctest: +SKIP
+            >>> for task in as_completed(tasks, timeout=300):  # doctest: +SKIP
+            ...     print(task.result().result)
+        """
+        from ._fanout import map_tasks
+
+        return map_tasks(cls, template, inputs, options)
+
+    def __await__(self) -> Generator[Any, None, TaskResult]:
+        """``await task``: the result, as :meth:`result` gives it, with no thread.
+
+        Cancelling the ``await`` does not abort the task.
+        """
+        from ._aio import result
+
+        return result(self).__await__()
+
+    async def aresult(self, timeout: float | None = None) -> TaskResult:
+        """The result, for asyncio code: ``await task.aresult(timeout=60)``.
+
+        Waits with no thread; cancelling the ``await`` does not abort the task.
+
+        Raises:
+            TaskTimeoutError: Not ended within ``timeout`` seconds; it goes on.
+            TaskFailedError, TaskAbortedError, TaskError: As :meth:`result`.
+        """
+        from ._aio import result
+
+        return await result(self, timeout)
+
+    async def afinalized(self, timeout: float | None = None) -> str:
+        """:meth:`finalized` for asyncio code: the id once the task started.
+
+        Raises:
+            TaskError: Requence rejected the task.
+            TaskTimeoutError: Not started within ``timeout`` seconds.
+        """
+        from ._aio import finalized
+
+        return await finalized(self, timeout)
+
+    def aiter(self, timeout: float | None = None) -> AsyncIterator[Update]:
+        """The task's updates for ``async for``, from the first to the terminal one.
+
+        No thread per iterator: it is woken by the handle's monitoring. It
+        stops listening when it ends, on ``aclose()``, or when it is garbage
+        collected.
+
+        Args:
+            timeout: Seconds to wait for each next update; ``None`` waits as
+                long as it takes.
+
+        Raises:
+            TaskTimeoutError: No update came within ``timeout`` (from
+                ``__anext__``); the task goes on.
+
+        Example:
+            >>> async for update in task.aiter(timeout=60):  # doctest: +SKIP
+            ...     print(update.type)
+        """
+        from ._aio import TaskUpdates
+        from ._fanout import check_timeout
+
+        return TaskUpdates(self, check_timeout(timeout))
+
     # --- internals ------------------------------------------------------------------
 
-    def _ensure_monitoring(self) -> _Monitor:
-        with self._lock:
-            if self._monitor is None:
-                self._monitor = _Monitor(self)
-                self._monitor.start()
-            return self._monitor
+    def _ensure_monitoring(self) -> Monitor:
+        self._monitor.demand()
+        return self._monitor
 
     def _listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Start monitoring; call ``callback()`` (from any thread, must be quick) after
         each new update and when monitoring ends. Returns a function that stops it."""
         return self._ensure_monitoring().listen(callback)
 
-    def _updates_since(self, index: int) -> tuple[list[Update], bool, BaseException | None]:
-        """The updates from ``index`` on, whether monitoring ended, and with what error."""
-        return self._ensure_monitoring().since(index)
+    def _updates_since(
+        self, index: int, *, demand: bool = True
+    ) -> tuple[list[Update], bool, BaseException | None]:
+        """The updates from ``index`` on, whether no more will come, and with what error.
+
+        With ``demand=False`` only what the handle has seen, without starting to follow it.
+        """
+        if demand:
+            self._ensure_monitoring()
+        return self._monitor.since(index)
 
     def __repr__(self) -> str:
         if self._result.done():

@@ -889,6 +889,12 @@ class TaskResult:
         """The error message of the node ``alias``, or ``None`` if it has none."""
         return self.node_errors.get(alias)
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the task (linked), its input and result, each node's data."""
+        from ._display import result_html
+
+        return result_html(self)
+
     def result_as(self, cls: type[T], *, converter: cattrs.Converter | None = None) -> T:
         """The result structured into ``cls``.
 

@@ -212,7 +212,8 @@ def watch_tasks(
         on_connect: Called each time the stream (re)connects.
         on_reconnecting: Called with (attempt, delay in seconds) before a reconnect.
         on_error: Called with the error that ends the watcher, if one does.
-        access_token, client: As for ``Task``.
+        access_token: The access token, as for ``Task``.
+        client: The ``Client`` to use, as for ``Task``; not with ``access_token``.
 
     Example:
         >>> with watch_tasks(datetime.now(), only=["taskEnd"]) as watcher:  # doctest: +SKIP

@@ -17,6 +17,8 @@ from requence_task.local import LocalRequence
 
 from .local.templates_for_tests import TEMPLATES
 
+pytest_plugins = ["pytester"]
+
 # Every socket in the tests has a time-out: (connect, read) seconds.
 TIMEOUT = (5, 30)
 

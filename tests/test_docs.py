@@ -119,22 +119,27 @@ def test_sample(sample: Sample, tmp_path: Path) -> None:
         pytest.skip("marked no-run")
     before = _server_threads()
     if "pytest" in sample.flags:
-        module = tmp_path / "test_doc_sample.py"
-        module.write_text(sample.code, encoding="utf-8")
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(module)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert re.search(r"\b[1-9]\d* passed\b", done.stdout), done.stdout[-3000:]
-        assert not re.search(r"\b(failed|error|errors|skipped)\b", done.stdout), done.stdout
+        run_pytest_sample(sample, tmp_path)
     else:
         run_sample(sample)
     # A sample that starts a server must stop it.
     assert _server_threads() <= before
+
+
+def run_pytest_sample(sample: Sample, tmp_path: Path) -> None:
+    """Run a ```python pytest sample as a test module, by pytest in a subprocess."""
+    module = tmp_path / "test_doc_sample.py"
+    module.write_text(sample.code, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(module)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(r"\b[1-9]\d* passed\b", done.stdout), done.stdout[-3000:]
+    assert not re.search(r"\b(failed|error|errors|skipped)\b", done.stdout), done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -160,11 +165,14 @@ def test_client_pages_have_samples() -> None:
     ("page", "sample"), CLIENT_SAMPLES, ids=[f"{p}-{s.id}" for p, s in CLIENT_SAMPLES]
 )
 def test_client_sample(
-    page: str, sample: Sample, demo_token: str, monkeypatch: pytest.MonkeyPatch
+    page: str, sample: Sample, demo_token: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     if "no-run" in sample.flags:
         compile(sample.code, f"{page}:{sample.line}", "exec")
         pytest.skip("marked no-run")
+    if "pytest" in sample.flags:
+        run_pytest_sample(sample, tmp_path)
+        return
     monkeypatch.delenv("REQUENCE_ACCESS_TOKEN", raising=False)
     monkeypatch.setenv("REQUENCE_TASK_ACCESS_TOKEN", demo_token)
     exec_sample(compile(sample.code, f"{page}:{sample.line}", "exec"))

@@ -13,12 +13,15 @@ import requence_task
 import requence_task.local
 
 PUBLIC_API = [
+    "ALL_COMPLETED",
     "ApiError",
     "AuthenticationError",
     "BranchWarning",
     "Client",
     "ClientClosedError",
     "ConfigurationError",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "InvalidTokenError",
     "MissingTokenError",
     "NodeDeferUpdate",
@@ -52,9 +55,11 @@ PUBLIC_API = [
     "__version__",
     "abort_task",
     "ack_task",
+    "as_completed",
     "get_task",
     "protect_task",
     "recreate_task",
+    "wait",
     "watch_tasks",
 ]
 LOCAL_API = [

@@ -369,11 +369,6 @@ def test_event_that_is_not_utf8_is_skipped_not_fatal(
 # --- a stream without chunked encoding ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client reads a non-chunked (close-delimited) stream to its end before "
-    "parsing: iter_content(chunk_size=None) on a body without a length",
-)
 def test_close_delimited_stream_delivers_events_as_they_come(
     sse: Callable[[Respond], SSEServer],
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import logging
 import time
@@ -15,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (
-    HTMLResponse,
     JSONResponse,
     PlainTextResponse,
     Response,
@@ -35,6 +33,7 @@ from .._protocol import (
     watch_path,
 )
 from ._engine import ApiError
+from ._pages import page_routes
 from ._store import ENDED_STATUSES, Event
 
 if TYPE_CHECKING:
@@ -210,26 +209,6 @@ def build_app(rq: LocalRequence) -> Starlette:
         schemas = {name: t.input_schema for name, t in rq.engine.templates.items()}
         return JSONResponse(generate_python_types(schemas))
 
-    async def page(request: Request, project: str) -> Response:
-        task = rq.engine.store.task(request.path_params["task_id"])
-        if task is None:
-            return HTMLResponse("<!doctype html><title>Not found</title><p>No such task.</p>", 404)
-        rows = [
-            ("Template", task.template),
-            ("Name", task.name or ""),
-            ("Status", task.status + (f" — {task.status_text}" if task.status_text else "")),
-            ("Input", json.dumps(task.input, indent=2)),
-            ("Result", json.dumps(task.result, indent=2)),
-        ]
-        body = "".join(
-            f"<tr><th>{html.escape(k)}</th><td><pre>{html.escape(v)}</pre></td></tr>"
-            for k, v in rows
-        )
-        return HTMLResponse(
-            f"<!doctype html><meta charset=utf-8><title>Task {html.escape(task.id)}</title>"
-            f"<h1>Task {html.escape(task.id)}</h1><table>{body}</table>"
-        )
-
     def _sse(frames: AsyncIterator[bytes]) -> Response:
         return StreamingResponse(
             frames,
@@ -334,7 +313,8 @@ def build_app(rq: LocalRequence) -> Starlette:
             route("/task/ack/{task_id}", "ack", ack, "POST"),
             route("/task/types/python", "types", types, "GET"),
             route("/task/{task_id}", "get", get, "GET"),
-            route("/tasks/{task_id}", "page", page, "GET", auth=False),
+            # The browser pages: the task list at /, and each task's live page.
+            *page_routes(rq, route=route, stream=_stream),
         ],
         lifespan=lifespan,
     )

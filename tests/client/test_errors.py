@@ -459,9 +459,16 @@ def test_prepare_gateway_statuses_are_retried(
     assert server.faults.pending_failures == 0
 
 
-def test_watch_503_storm(client: Client, server: LocalRequence) -> None:
-    server.faults.fail_next(3, endpoint="watch")
+@pytest.mark.parametrize("endpoint", ["watch-all", "watch"])
+def test_watch_503_storm(server: LocalRequence, endpoint: str) -> None:
+    # A task this client creates is followed on the shared watch-all stream; a
+    # task known by id on its own stream. (A client of its own: the shared
+    # stream of the session's client may be open already.)
+    client = make_client(server.access_token)
+    server.faults.fail_next(3, endpoint=endpoint)
     task = Task("greet", {"name": "W", "steps": 1}, client=client)
+    if endpoint == "watch":
+        task = Task.from_id(task.finalized(timeout=5), client=client)
     assert task.result(timeout=5).result == {"message": "Hello, W!"}
     assert [u.type for u in task.updates(timeout=5)] == [
         "taskStart",
@@ -474,6 +481,7 @@ def test_watch_503_storm(client: Client, server: LocalRequence) -> None:
         "taskEnd",
     ]
     assert server.faults.pending_failures == 0
+    client.close()
 
 
 def _tasks_and_starts(rq: LocalRequence) -> tuple[int, int]:
@@ -605,8 +613,8 @@ def test_closing_the_client_ends_waits_with_an_error(gate_key: str) -> None:
 
         thread = threading.Thread(target=wait)
         thread.start()
-        wait_until(lambda: task._monitor is not None and task._monitor.stream is not None)
-        time.sleep(0.2)  # the monitor is reading its (silent) stream
+        wait_until(lambda: c._follower.shared_open)
+        time.sleep(0.2)  # the shared stream is reading (a silent stream)
         closed = time.monotonic()
         c.close()
         close_took = time.monotonic() - closed

@@ -48,6 +48,8 @@ VOLATILE = ("taskId", "task_id", "timestamp", "updateId")
 
 
 def _client(token: str, **kwargs: Any) -> Client:
+    # Each task on its own stream here (the shared stream: tests/faults/test_shared_stream.py).
+    kwargs.setdefault("shared_stream", False)
     kwargs.setdefault("retry", RetryPolicy(budget=5, initial_backoff=0.01, max_backoff=0.1))
     kwargs.setdefault("timeouts", Timeouts(connect=2, read=5, stream_inactivity=5))
     return Client(token, **kwargs)

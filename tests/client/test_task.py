@@ -306,10 +306,23 @@ def test_two_threads_iterate_at_once(client: Client, gate_key: str) -> None:
     assert seen[1][-1].result == {"opened": gate_key}  # type: ignore[attr-defined]
 
 
+def streams_opened(caplog: pytest.LogCaptureFixture, task_id: str, shared: bool) -> int:
+    """How many streams the server logged for ``task_id``: its own, or watch-all."""
+    if not shared:
+        return watch_requests(caplog, task_id)
+    return sum(
+        1
+        for r in caplog.records
+        if r.name == "requence_task.local" and "POST /task/watch-all " in r.getMessage()
+    ) + 100 * watch_requests(caplog, task_id)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-stream", "own-stream"])
 def test_many_waiters_share_one_stream(
-    client: Client, gate_key: str, caplog: pytest.LogCaptureFixture
+    server: LocalRequence, gate_key: str, caplog: pytest.LogCaptureFixture, shared: bool
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="requence_task.local")
+    client = make_client(server.access_token, shared_stream=shared)
     task = Task("gated", {"gate": gate_key}, client=client)
     task_id = task.task_id(timeout=5)
     results: list[Any] = []
@@ -347,7 +360,8 @@ def test_many_waiters_share_one_stream(
     assert results[0].result == {"opened": gate_key}
     assert results[0].task_id == task_id
     assert types_of(iterated) == GATED_TYPES
-    assert watch_requests(caplog, task_id) == 1
+    assert streams_opened(caplog, task_id, shared) == 1
+    client.close()
 
 
 def test_on_update_sees_every_update_once_without_result(client: Client) -> None:
@@ -416,10 +430,12 @@ def test_result_timeout_then_success(client: Client, gate_key: str) -> None:
     assert task.result(timeout=5).result == {"opened": gate_key}
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-stream", "own-stream"])
 def test_finalized_never_opens_a_stream(
-    client: Client, server: LocalRequence, caplog: pytest.LogCaptureFixture
+    server: LocalRequence, caplog: pytest.LogCaptureFixture, shared: bool
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="requence_task.local")
+    client = make_client(server.access_token, shared_stream=shared)
     task = Task("echo", {"q": 1}, client=client)
     task_id = task.finalized(timeout=5)
     assert task.task_url(timeout=5) == f"{server.base_url}/tasks/{task_id}"
@@ -427,10 +443,11 @@ def test_finalized_never_opens_a_stream(
     messages = [r.getMessage() for r in caplog.records if r.name == "requence_task.local"]
     # The positive control: the server's log does show this task's finalize.
     assert sum(f"POST /task/finalize/{task_id} -> 200" in m for m in messages) == 1
-    assert watch_requests(caplog, task_id) == 0
+    assert streams_opened(caplog, task_id, shared) == 0
     # Only result() (or iteration) opens it, once.
     task.result(timeout=5)
-    assert watch_requests(caplog, task_id) == 1
+    assert streams_opened(caplog, task_id, shared) == 1
+    client.close()
 
 
 # --- abort and protect ---------------------------------------------------------------------------

@@ -268,35 +268,37 @@ def test_10000_tasks_without_growth(server_process: str, record_property: Any) -
     ) == (True, True, True, True, True), summary
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one SSE stream per awaited task outgrows the connection pool; issue 6 follows "
-    "many awaited tasks over one shared stream",
-)
-def test_many_streams_at_once_log_no_pool_warnings(
+def test_many_awaited_tasks_share_one_stream(
     server: LocalRequence, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """100 gated tasks watched at once hold 100 streams open; the client's
-    connection pool keeps max_workers + 16 = 24 connections. The others must be
-    opened and closed quietly: no WARNING from any logger (urllib3 logs
-    "Connection pool is full, discarding connection" for each one it drops), and
-    no socket kept beyond the pool."""
+    """100 gated tasks awaited at once are followed over the client's one shared
+    stream: no socket, no thread per task (the pool keeps max_workers + 16 = 24
+    connections), no WARNING from any logger (urllib3 logs "Connection pool is
+    full, discarding connection" when streams outgrow it), and every result
+    comes once the gate opens."""
     caplog.set_level(logging.WARNING)
     key = uuid.uuid4().hex
     gate(key)
     try:
         with Client(server.access_token, max_workers=8) as client:
-            before = _sockets()
+            sockets, threads = _sockets(), threading.active_count()
             tasks = [Task("gated", {"gate": key}, client=client) for _ in range(100)]
-            futures = [t.future for t in tasks]  # 100 monitors, 100 streams
-            wait_until(lambda: _sockets() >= before + 100, 10, "100 open streams")
+            futures = [t.future for t in tasks]  # all 100 awaited
+            for task in tasks:
+                task.finalized(timeout=10)
+            wait_until(lambda: client._follower.shared_open, 10, "the shared stream")
+            time.sleep(0.3)
+            held = (_sockets() - sockets, threading.active_count() - threads)
             gate(key).set()
             _done, pending = concurrent.futures.wait(futures, timeout=30)
             assert not pending
             assert {t.result(timeout=0).result["opened"] for t in tasks} == {key}
+            # 8 creating workers + the shared stream's thread, and their connections
+            # (both ends: the server runs in this process).
+            assert held[0] <= 2 * (8 + 1) and held[1] <= 8 + 1, held
             del tasks, futures
             _settle()
-            assert _sockets() <= before + 24
+            assert _sockets() <= sockets + 24
     finally:
         gate(key).set()
     noise = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]

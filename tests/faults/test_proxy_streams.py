@@ -105,6 +105,9 @@ def proxy_token(rq: LocalRequence, proxy: FaultProxy, project: str = DEFAULT_PRO
 
 
 def proxied(rq: LocalRequence, proxy: FaultProxy, **kwargs: Any) -> Client:
+    # These tests follow each task on its own stream; tests/faults/test_shared_stream.py
+    # puts the shared (watch-all) stream through the same faults.
+    kwargs.setdefault("shared_stream", False)
     kwargs.setdefault("retry", FAST)
     kwargs.setdefault("timeouts", TIMEOUTS)
     project = kwargs.pop("project", DEFAULT_PROJECT)

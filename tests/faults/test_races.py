@@ -78,6 +78,13 @@ def client(rq: LocalRequence) -> Iterator[Client]:
         yield c
 
 
+@pytest.fixture(scope="module")
+def own_client(rq: LocalRequence) -> Iterator[Client]:
+    """A client that follows each task on the task's own stream (and thread)."""
+    with make_client(rq.access_token, shared_stream=False) as c:
+        yield c
+
+
 @pytest.fixture()
 def gates() -> Iterator[Callable[[], str]]:
     """Gate keys for the "gated" template; every one is opened at the end."""
@@ -298,7 +305,7 @@ def test_protect_called_before_the_task_has_an_id(rq: LocalRequence) -> None:
 
 
 def test_result_from_100_late_joining_threads_while_another_iterates(
-    rq: LocalRequence, client: Client, caplog: pytest.LogCaptureFixture
+    rq: LocalRequence, own_client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One thread iterates a task of 400 updates; 100 threads join one by one while
     the updates flow (and after the end) and call ``result()``: every result is
@@ -306,7 +313,7 @@ def test_result_from_100_late_joining_threads_while_another_iterates(
     monitor thread, one watch request) served them all."""
     caplog.set_level(logging.DEBUG, logger="requence_task.local")
     before = set(threading.enumerate())
-    task = Task("many", {"n": 398}, client=client)  # taskStart, nodeStart, 398 nodeUpdate, ...
+    task = Task("many", {"n": 398}, client=own_client)  # taskStart, nodeStart, 398 nodeUpdate, ...
     iterated: list[Update] = []
     results: list[Any] = []
     lock = threading.Lock()
@@ -397,12 +404,12 @@ def test_twenty_threads_abort_one_running_task(
 
 
 def test_handle_collected_while_its_stream_is_open(
-    rq: LocalRequence, client: Client, gates: Any
+    rq: LocalRequence, own_client: Client, gates: Any
 ) -> None:
     key = gates()
     got: list[Update] = []
     before = set(threading.enumerate())
-    task = Task("gated", {"gate": key}, client=client, on_update=got.append)
+    task = Task("gated", {"gate": key}, client=own_client, on_update=got.append)
     task_id = task.task_id(timeout=WAIT)
     handle = weakref.ref(task)
     wait_until(lambda: len(got) >= 2, WAIT, "taskStart and nodeStart")

@@ -238,6 +238,12 @@ def _started_echo(rq: LocalRequence, c: Client, key: str, state: dict[str, Any])
     state["task"], state["id"] = task, task.finalized(timeout=WAIT)
 
 
+def _started_echo_by_id(rq: LocalRequence, c: Client, key: str, state: dict[str, Any]) -> None:
+    # A handle by id follows its task on the task's own stream.
+    _started_echo(rq, c, key, state)
+    state["task"] = Task.from_id(state["id"], client=c)
+
+
 def _result(c: Client, state: dict[str, Any]) -> Any:
     return state["task"].result(timeout=WAIT).result
 
@@ -372,7 +378,8 @@ def _no_check(rq: LocalRequence, c: Client, state: dict[str, Any]) -> None:
 CASES = [
     Case("prepare", "Task", _nothing, _create, _created_once, _not_created),
     Case("finalize", "finalized", _nothing, _finalize, _finalized_once, _prepared_not_started),
-    Case("watch", "result", _started_echo, _result, _got_result, _ran_unwatched),
+    Case("watch", "result", _started_echo_by_id, _result, _got_result, _ran_unwatched),
+    Case("watch-all", "result", _started_echo, _result, _got_result, _ran_unwatched),
     Case("abort", "Task.abort", _running_gated, _abort, _aborted, _still_running),
     Case("abort", "abort_task", _running_gated, _abort_by_id, _aborted, _still_running),
     Case("protect", "Task.protect", _finished_echo, _protect, _protected, _not_protected),

@@ -690,8 +690,6 @@ def test_wrong_method_is_405(api: Api, method: str, path: str, allowed: str) -> 
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/"),
-        ("POST", "/"),
         ("GET", "/nope"),
         ("POST", "/task"),
         ("GET", "/tasks"),
@@ -717,6 +715,8 @@ def test_odd_task_ids_are_404_everywhere(api: Api, odd: str) -> None:
         ("POST", "/task/protect/{}"),
         ("POST", "/task/ack/{}"),
     ]:
+        if odd == ".." and method == "GET":
+            continue  # the URL normalises to "/", the list page (tests/browser)
         url = api.base_url + path.format(odd)
         response = api.session.request(method, url, json={}, timeout=TIMEOUT)
         assert response.status_code == 404, (method, path, response.status_code, response.text)

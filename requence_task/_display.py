@@ -1,0 +1,516 @@
+"""How tasks look in Jupyter: HTML views, and live progress bars.
+
+The HTML views (``Task._repr_html_``, ``TaskResult._repr_html_``) never wait:
+a task shows what its handle knows at that moment. Every piece of text that
+came from the server or the user is escaped, links go only to ``http(s)``
+URLs, and nothing of the client (its token) is ever shown.
+
+The progress bars come from tqdm, an optional extra
+(``pip install 'requence_task[progress]'``): an ipywidgets widget under a
+Jupyter kernel, a text bar anywhere else. The bar is drawn on the waiting
+thread only; the task's updates wake it through the handle's listener.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+from html import escape
+from typing import IO, TYPE_CHECKING, Any
+
+from ._errors import (
+    ConfigurationError,
+    TaskAbortedError,
+    TaskError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
+from ._fanout import check_timeout, wait_stepwise
+from ._protocol import TASK_ABORTED, TASK_END, TASK_ERROR
+from ._updates import (
+    NodeDeferUpdate,
+    NodeEndUpdate,
+    NodeErrorUpdate,
+    NodeInfo,
+    NodeUpdateUpdate,
+    TaskResult,
+    Update,
+)
+
+if TYPE_CHECKING:
+    from ._task import Task
+
+INSTALL_PROGRESS = "pip install 'requence_task[progress]'"
+
+# How much of a JSON value a view shows; the rest is cut with an ellipsis.
+_CELL_LIMIT = 300
+_BLOCK_LIMIT = 2000
+# Shortest time between two redraws of a bar (tqdm's own default).
+_REDRAW_EVERY = 0.1
+
+# Inline styles: notebooks drop <style> elements of outputs they do not trust, and
+# JupyterLab right-aligns table cells by default.
+_STYLE_TABLE = "border-collapse:collapse"
+_STYLE_TH = _STYLE_TD = "text-align:left;vertical-align:top"
+_STYLE_CODE = "white-space:pre-wrap;word-break:break-word"
+_STATE_COLOURS = {
+    "succeeded": "#1a7f37",
+    "ended": "#1a7f37",
+    "failed": "#cf222e",
+    "aborted": "#9a6700",
+    "rejected": "#cf222e",
+    "could not be created": "#cf222e",
+    "error": "#cf222e",
+}
+
+
+# --- HTML ---------------------------------------------------------------------------
+
+
+def _json_text(value: Any, limit: int) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _code(value: Any, limit: int = _CELL_LIMIT) -> str:
+    return f'<code style="{_STYLE_CODE}">{escape(_json_text(value, limit))}</code>'
+
+
+def _text(value: object, limit: int = _CELL_LIMIT) -> str:
+    text = str(value)
+    return escape(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _link(url: str | None, label: str) -> str:
+    # Only web URLs become links: a server could send "javascript:..." as well.
+    if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+        return (
+            f'<a href="{escape(url, quote=True)}" target="_blank" rel="noopener noreferrer">'
+            f"{escape(label)}</a>"
+        )
+    return escape(label)
+
+
+def _state(state: str, detail: str | None = None) -> str:
+    colour = _STATE_COLOURS.get(state)
+    shown = escape(state)
+    if colour is not None:
+        shown = f'<span style="color:{colour};font-weight:bold">{shown}</span>'
+    if detail:
+        shown += f": {_text(detail)}"
+    return shown
+
+
+def _rows(rows: list[tuple[str, str]]) -> str:
+    cells = "".join(
+        f'<tr><th style="{_STYLE_TH}">{escape(head)}</th><td style="{_STYLE_TD}">{cell}</td></tr>'
+        for head, cell in rows
+    )
+    return f'<table style="{_STYLE_TABLE}">{cells}</table>'
+
+
+def _node_table(nodes: list[tuple[str, str, str]]) -> str:
+    if not nodes:
+        return ""
+    head = "".join(f'<th style="{_STYLE_TH}">{name}</th>' for name in ("node", "state", "data"))
+    body = "".join(
+        f'<tr><td style="{_STYLE_TD}">{escape(label)}</td><td style="{_STYLE_TD}">{state}</td>'
+        f'<td style="{_STYLE_TD}">{cell}</td></tr>'
+        for label, state, cell in nodes
+    )
+    return (
+        f'<table style="{_STYLE_TABLE}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    )
+
+
+def _box(kind: str, inner: str) -> str:
+    return f'<div class="requence-task-{kind}" style="font-size:0.9em">{inner}</div>'
+
+
+class _Node:
+    __slots__ = ("data", "error", "has_data", "label", "reason", "state")
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.state = "running"
+        self.data: Any = None
+        self.has_data = False
+        self.error: str | None = None
+        self.reason: str | None = None
+
+
+def fold_nodes(updates: list[Update], task_id: str | None) -> list[_Node]:
+    """The nodes seen in ``updates``, in the order they first appeared."""
+    nodes: dict[tuple[str, str], _Node] = {}
+    for update in updates:
+        node = getattr(update, "node", None)
+        if not isinstance(node, NodeInfo):
+            continue
+        key = (update.task_id, node.id)
+        entry = nodes.get(key)
+        if entry is None:
+            label = node.alias or node.id
+            if task_id is not None and update.task_id != task_id:
+                label += f" (sub-task {update.task_id})"
+            entry = nodes[key] = _Node(label)
+        if isinstance(update, NodeUpdateUpdate):
+            entry.data, entry.has_data = update.data, True
+        elif isinstance(update, NodeErrorUpdate):
+            entry.state, entry.error = "failed", update.error
+        elif isinstance(update, NodeDeferUpdate):
+            if entry.state != "failed":
+                entry.state, entry.reason = "deferred", update.reason
+        elif isinstance(update, NodeEndUpdate) and entry.state != "failed":
+            entry.state = "ended"
+    return list(nodes.values())
+
+
+def _node_rows(nodes: list[_Node]) -> list[tuple[str, str, str]]:
+    rows = []
+    for node in nodes:
+        if node.error is not None:
+            cell = f'<span style="color:#cf222e">{_text(node.error)}</span>'
+        elif node.has_data:
+            cell = _code(node.data)
+        else:
+            cell = ""
+        rows.append((node.label, _state(node.state, node.reason), cell))
+    return rows
+
+
+def _future_error(future: Any) -> BaseException | None:
+    """A settled future's error, without ever waiting (``None`` if it has none)."""
+    if not future.done() or future.cancelled():
+        return None
+    error: BaseException | None = future.exception()
+    return error
+
+
+def _succeeded(future: Any) -> bool:
+    """Whether a future holds a value now (never waits)."""
+    return bool(future.done() and not future.cancelled() and future.exception() is None)
+
+
+def task_state(task: Task, updates: list[Update]) -> tuple[str, str | None]:
+    """The task's state and a detail (its error), from what the handle knows now."""
+    prepared, created = task._prepared, task._created
+    if not prepared.done():
+        return "creating", None
+    error = _future_error(prepared)
+    if error is not None:
+        return "could not be created", str(error)
+    result = task.future
+    if result.done() and not result.cancelled():
+        error = result.exception()
+        if error is None:
+            return "succeeded", None
+        if isinstance(error, TaskFailedError):
+            return "failed", error.reason
+        if isinstance(error, TaskAbortedError):
+            return "aborted", error.reason
+        if isinstance(error, TaskError) and error is _future_error(created):
+            return "rejected", error.server_message or str(error)
+        return "error", str(error)
+    terminal = next((u for u in reversed(updates) if u.is_terminal), None)
+    if terminal is not None:  # the result is being settled (an ack, say)
+        states = {TASK_END: "succeeded", TASK_ERROR: "failed", TASK_ABORTED: "aborted"}
+        return states.get(terminal.type, terminal.type), getattr(terminal, "reason", None)
+    if not created.done():
+        return "created", None
+    error = _future_error(created)
+    if error is not None:
+        return ("aborted" if isinstance(error, TaskAbortedError) else "rejected"), str(error)
+    return ("running" if updates else "started"), None
+
+
+def _seen_updates(task: Task) -> list[Update]:
+    # What the handle has seen so far; never waits, never starts following the task.
+    updates, _finished, _error = task._updates_since(0, demand=False)
+    return updates
+
+
+def task_html(task: Task) -> str:
+    """``Task._repr_html_``: template, id (linked), state, and the nodes so far."""
+    updates = _seen_updates(task)
+    task_id = task._prepared.result() if _succeeded(task._prepared) else None
+    url = task.task_url(0) if _succeeded(task._created) else None
+    state, detail = task_state(task, updates)
+    rows = [("template", escape(str(task.template)) if task.template is not None else "")]
+    if task.name is not None:
+        rows.append(("name", _text(task.name)))
+    rows.append(("task", _link(url, task_id) if task_id is not None else "(not created yet)"))
+    rows.append(("state", _state(state, detail)))
+    if state == "succeeded" and _succeeded(task.future):
+        rows.append(("result", _code(task.future.result().result, _BLOCK_LIMIT)))
+    return _box("task", _rows(rows) + _node_table(_node_rows(fold_nodes(updates, task_id))))
+
+
+def result_html(result: TaskResult) -> str:
+    """``TaskResult._repr_html_``: the task, its input and result, and each node's data."""
+    rows = [
+        ("task", _link(result.task_url, result.task_id)),
+        ("state", _state("succeeded")),
+        ("input", _code(result.input, _BLOCK_LIMIT)),
+        ("result", _code(result.result, _BLOCK_LIMIT)),
+    ]
+    nodes: list[tuple[str, str, str]] = [
+        (alias, _state("ended"), _code(data)) for alias, data in result.node_data.items()
+    ]
+    nodes += [
+        (alias, _state("failed"), f'<span style="color:#cf222e">{_text(error)}</span>')
+        for alias, error in result.node_errors.items()
+    ]
+    return _box("result", _rows(rows) + _node_table(nodes))
+
+
+# --- progress bars --------------------------------------------------------------------
+
+
+def require_tqdm() -> Any:
+    """The ``tqdm.std`` module, or a :class:`ConfigurationError` saying how to get it."""
+    try:
+        return importlib.import_module("tqdm.std")
+    except ImportError:
+        raise ConfigurationError(
+            f"progress=True needs the tqdm package, which is not installed: {INSTALL_PROGRESS}"
+        ) from None
+
+
+def in_notebook() -> bool:
+    """Whether this runs under a Jupyter kernel whose front end can show widgets.
+
+    It looks at an IPython that is running already (never imports it): its
+    shell is a kernel's ``ZMQInteractiveShell`` (or a subclass, as Colab's),
+    and the front end is not a Qt console or Spyder, which cannot show them.
+    """
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    if get_ipython is None:
+        return False
+    try:
+        shell = get_ipython()
+    except Exception:
+        return False
+    if shell is None:
+        return False
+    if any(name == "QT_API" or name.startswith("SPYDER") for name in os.environ):
+        return False
+    return any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
+
+
+def _notebook_tqdm() -> Any:
+    """``tqdm.notebook.tqdm`` if ipywidgets is there, else ``None``."""
+    try:
+        notebook = importlib.import_module("tqdm.notebook")
+    except ImportError:
+        return None
+    if getattr(notebook, "IProgress", None) is None:  # no ipywidgets
+        return None
+    return notebook.tqdm
+
+
+def progress_bar(*, total: int | None, desc: str, unit: str, file: IO[str] | None = None) -> Any:
+    """A tqdm bar: a widget under a Jupyter kernel, a text bar elsewhere or on ``file``."""
+    std = require_tqdm()
+    if file is None and in_notebook():
+        notebook_tqdm = _notebook_tqdm()
+        if notebook_tqdm is not None:
+            return notebook_tqdm(total=total, desc=desc, unit=unit, leave=True)
+        file = sys.stdout  # no widgets: a text bar in the cell's output, not red stderr
+    return std.tqdm(total=total, desc=desc, unit=unit, file=file, leave=True)
+
+
+def _widget(bar: Any) -> Any:
+    """The progress widget of a notebook bar (``None`` for a text bar)."""
+    container = getattr(bar, "container", None)
+    children = getattr(container, "children", None)
+    return children[-2] if children else None
+
+
+def _set_total(bar: Any, total: int) -> None:
+    bar.total = total
+    widget = _widget(bar)
+    if widget is not None:  # the widget keeps its own maximum, and started as "unknown"
+        widget.max = total
+        if widget.bar_style == "info":
+            widget.bar_style = ""
+            widget.layout.width = None
+
+
+class TaskBar:
+    """One task's bar: nodes finished out of the nodes seen, and the current node."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.nodes: dict[tuple[str, str], tuple[str, str]] = {}  # key -> (label, state)
+        self.node_updates = 0
+        self._drawn_at = 0.0
+        self._stale = False  # counted, not drawn yet
+
+    def feed(self, updates: list[Update]) -> None:
+        """Count ``updates``; redraw unless the last redraw is younger than 0.1 s."""
+        for update in updates:
+            node = getattr(update, "node", None)
+            if not isinstance(node, NodeInfo):
+                continue
+            key = (update.task_id, node.id)
+            label, state = self.nodes.get(key, (node.alias or node.id, "running"))
+            if isinstance(update, NodeUpdateUpdate):
+                self.node_updates += 1
+            elif isinstance(update, NodeErrorUpdate):
+                state = "failed"
+            elif isinstance(update, NodeEndUpdate) and state != "failed":
+                state = "ended"
+            self.nodes[key] = (label, state)
+        if updates:
+            self._stale = True
+        if self._stale:
+            self._draw(force=False)
+
+    def redraw_in(self) -> float | None:
+        """Seconds until news held back (redraws are at most every 0.1 s) is due."""
+        if not self._stale:
+            return None
+        return max(0.0, self._drawn_at + _REDRAW_EVERY - time.monotonic())
+
+    @property
+    def finished(self) -> int:
+        return sum(state != "running" for _, state in self.nodes.values())
+
+    def _postfix(self, outcome: str | None) -> str:
+        updates = f"{self.node_updates} update{'s' if self.node_updates != 1 else ''}"
+        if outcome is not None:
+            return f"{outcome}, {updates}"
+        running = [label for label, state in self.nodes.values() if state == "running"]
+        return f"node={running[-1] if running else '-'}, {updates}"
+
+    def _draw(self, *, force: bool, outcome: str | None = None) -> None:
+        bar = self.bar
+        total = len(self.nodes)
+        if total and total != bar.total:
+            _set_total(bar, total)
+        finished = self.finished
+        if finished > bar.n:
+            bar.update(finished - bar.n)
+        bar.set_postfix_str(self._postfix(outcome), refresh=False)
+        now = time.monotonic()
+        if force or now - self._drawn_at >= _REDRAW_EVERY:
+            self._drawn_at = now
+            self._stale = False
+            bar.refresh()
+
+    def close(self, outcome: str, *, failed: bool) -> None:
+        """Draw the outcome and close the bar (a notebook bar turns red on failure)."""
+        try:
+            self._draw(force=False, outcome=outcome)
+            widget = _widget(self.bar)
+            if failed and widget is not None:
+                widget.bar_style = "danger"
+        finally:
+            self.bar.close()
+
+
+def _outcome(error: BaseException) -> str:
+    if isinstance(error, TaskFailedError):
+        return "failed"
+    if isinstance(error, TaskAbortedError):
+        return "aborted"
+    if isinstance(error, TaskTimeoutError):
+        return "timed out"
+    return "error"
+
+
+def result_with_progress(
+    task: Task, timeout: float | None = None, *, file: IO[str] | None = None
+) -> TaskResult:
+    """``task.result(timeout, progress=True)``: wait for the result with a live bar.
+
+    The bar counts the nodes that finished out of those seen so far (the
+    client cannot know how many a template has), names the node running, and
+    counts node updates. It is drawn on this thread and closed at the end,
+    whatever the end is.
+
+    Args:
+        task: The task.
+        timeout: Seconds to wait; ``None`` waits as long as it takes.
+        file: Where a text bar goes (default: a widget in Jupyter, stderr
+            elsewhere); given a file, the bar is always text.
+
+    Raises:
+        ConfigurationError: tqdm is not installed (before waiting).
+        TaskTimeoutError: The task did not end within ``timeout``; it goes on.
+        TaskFailedError, TaskAbortedError, TaskError: As ``task.result()``.
+    """
+    seconds = check_timeout(timeout)
+    require_tqdm()
+    future = task.future
+    wake = threading.Event()
+    undo = task._listen(wake.set)
+    future.add_done_callback(lambda _future: wake.set())
+    deadline = None if seconds is None else time.monotonic() + seconds
+    bar = TaskBar(progress_bar(total=None, desc=task.template or "task", unit="node", file=file))
+    outcome, failed = "timed out", True
+    try:
+        index = 0
+        while not future.done():
+            wake.clear()
+            updates, _finished, _error = task._updates_since(index)
+            index += len(updates)
+            bar.feed(updates)
+            if future.done():
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TaskTimeoutError(
+                    f"The task's result did not come within {timeout} s; the task goes on. "
+                    "Call again to wait longer, or abort() it.",
+                    timeout=seconds,
+                )
+            redraw = bar.redraw_in()  # wake to draw news held back, too
+            if redraw is not None and (remaining is None or redraw < remaining):
+                remaining = redraw
+            wake.wait(remaining)
+        updates, _finished, _error = task._updates_since(index)
+        bar.feed(updates)
+        try:
+            result = task.result(timeout=0)
+        except BaseException as err:
+            outcome = _outcome(err)
+            raise
+        outcome, failed = "succeeded", False
+        return result
+    finally:
+        undo()
+        bar.close(outcome, failed=failed)
+
+
+def wait_with_progress(
+    tasks: list[Task],
+    timeout: float | None,
+    return_when: str,
+    *,
+    file: IO[str] | None = None,
+) -> tuple[set[Task], set[Task]]:
+    """``wait(..., progress=True)``: a bar of the tasks ended out of all of them."""
+    require_tqdm()
+    bar = progress_bar(total=len(tasks), desc="tasks", unit="task", file=file)
+    answer: tuple[set[Task], set[Task]] = (set(), set(tasks))
+    failures = 0
+    try:
+        for ended, done, not_done in wait_stepwise(tasks, timeout, return_when):
+            answer = (done, not_done)
+            newly = list(done) if ended is None else [ended]
+            failures += sum(_future_error(task.future) is not None for task in newly)
+            if failures:
+                bar.set_postfix_str(f"{failures} did not succeed", refresh=False)
+            bar.update(len(newly))
+        return answer
+    finally:
+        bar.close()

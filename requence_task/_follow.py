@@ -1,0 +1,609 @@
+"""Following tasks' updates: one shared watch-all stream per client, per-task
+streams as the fallback.
+
+Every task handle has a :class:`Monitor`: the updates it has seen, folded into
+its context, and the waiters and iterators on them. A monitor is fed by one
+source at a time:
+
+- the client's **shared stream** (one ``watch-all`` stream, one thread) for
+  tasks this client created recently: it starts a little before the earliest
+  of them was prepared (by the server's clock, from the prepare answer's
+  ``Date`` header), so it carries every update of each;
+- or the task's **own stream** (one thread each), for tasks known by id, tasks
+  prepared too long ago for the shared stream to replay, and when the token may
+  not watch all tasks (or the server sent no ``Date``).
+
+Exactly once: within one stream, positions resume without loss or repeat.
+When the shared stream closes (no awaited task is left on it), monitors that
+nobody waits on are emptied and start again from their first update on the
+next source; a monitor someone waits on that has to move to its own stream
+skips the updates it already has, by ``updateId``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import email.utils
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._errors import (
+    ApiError,
+    AuthenticationError,
+    RequenceError,
+    TaskAbortedError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+)
+from ._protocol import TASK_END, TASK_ERROR, WATCH_ALL_PATH
+from ._stream import RawEvent, ResumingStream
+from ._updates import ContextFolder, TaskResult, Update
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+log = logging.getLogger("requence_task")
+
+UpdateCallback = Callable[[Update], Any]
+
+# The shared stream starts this many seconds before the earliest prepare it
+# covers (the Date header has whole seconds, and may lag by one).
+SINCE_MARGIN = 5.0
+# Tasks prepared longer ago than this get their own stream rather than making
+# the shared one replay everything since.
+REPLAY_WINDOW = 60.0
+# Forget handles that were garbage-collected every this many new tasks.
+_PRUNE_EVERY = 1024
+
+
+@attrs.frozen
+class Created:
+    """What finalize told about a started task."""
+
+    task_id: str
+    watch_url: str
+    show_url: str | None
+
+
+def settle(future: concurrent.futures.Future[Any], error: BaseException) -> None:
+    """Fail ``future`` with ``error`` unless it is already settled."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_exception(error)
+
+
+def server_time(date_header: str | None) -> float | None:
+    """The server's clock (epoch seconds) from an HTTP ``Date`` header."""
+    if not date_header:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(date_header).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _route_key(data: dict[str, Any]) -> object:
+    return data.get("rootTaskId") or data.get("taskId") or data.get("task_id")
+
+
+class Monitor:
+    """A task's updates as this handle saw them, and who waits on them."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        template: str | None,
+        created: concurrent.futures.Future[Created],
+        result: concurrent.futures.Future[TaskResult],
+        on_update: UpdateCallback | None,
+        fallback: Callable[[str], Created],
+    ) -> None:
+        self.updates: list[Update] = []
+        self.cond = threading.Condition()
+        self.finished = False
+        self.error: BaseException | None = None
+        self.task_id: str | None = None
+        self.prepared_at: float | None = None  # the server's clock, epoch seconds
+        self.terminal: Update | None = None
+        self.stream: ResumingStream | None = None  # the stream feeding it, if any
+        self._client = client
+        self._template = template
+        self._created = created
+        self._result = result
+        self._on_update = on_update
+        self._fallback = fallback
+        self._folder: ContextFolder | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._demanded = False
+        self._finishing = False
+        self._skip_ids: set[str] | None = None
+        # Kept by the follower (under its lock): how this monitor is fed.
+        self.wanted = False  # somebody waits on it: route it as soon as possible
+        self.source: str | None = None  # None, "shared", "own", or "ended" (on shared)
+
+    # --- set-up ------------------------------------------------------------------
+
+    def prepared(self, task_id: str, prepared_at: float | None) -> None:
+        """The task exists: its id, and when (server clock) it was prepared."""
+        with self.cond:
+            self.task_id = task_id
+            self.prepared_at = prepared_at
+            self._folder = ContextFolder(task_id=task_id)
+
+    def demand(self) -> None:
+        """Somebody waits on this task: make sure a source feeds it."""
+        with self.cond:
+            if self._demanded:
+                return
+            self._demanded = True
+            terminal = self.terminal
+        self._client._follower.demand(self)
+        if terminal is not None:
+            self._start_finish(terminal)
+
+    def reset(self) -> None:
+        """Forget every update (nobody saw them): the next source replays them all."""
+        with self.cond:
+            self.updates = []
+            self.terminal = None
+            self._folder = ContextFolder(task_id=self.task_id)
+
+    def skip_seen(self) -> None:
+        """The next source replays the task from its start: skip what came already."""
+        with self.cond:
+            self._skip_ids = {
+                uid for u in self.updates if isinstance(uid := u.raw.get("updateId"), str)
+            }
+
+    # --- feeding -------------------------------------------------------------------
+
+    def deliver(self, raw: RawEvent) -> bool:
+        """Fold one event of this task; returns whether the task has ended."""
+        with self.cond:
+            if self.terminal is not None or self.finished:
+                return True
+            if self._skip_ids:
+                uid = raw.data.get("updateId")
+                if isinstance(uid, str) and uid in self._skip_ids:
+                    self._skip_ids.discard(uid)
+                    return False
+            if self._folder is None:
+                self._folder = ContextFolder(task_id=self.task_id)
+            update = self._folder.fold(raw.type, raw.data, raw.position)
+            self.updates.append(update)
+            ended = update.is_terminal and (self.task_id is None or update.task_id == self.task_id)
+            if ended:
+                self.terminal = update
+            demanded = self._demanded
+            self.cond.notify_all()
+        self._notify()
+        if self._on_update is not None:
+            try:
+                self._on_update(update)
+            except Exception:
+                log.exception("on_update callback of task %s raised", self.task_id)
+        if ended and demanded:
+            self._start_finish(update)
+        return ended
+
+    def fail(self, error: BaseException) -> None:
+        """No update will come: waiters and iterators get ``error``."""
+        with self.cond:
+            if self.finished:
+                return
+            self.error = error
+            self.finished = True
+            self.cond.notify_all()
+        settle(self._result, error)
+        self._notify()
+
+    def _start_finish(self, terminal: Update) -> None:
+        with self.cond:
+            if self._finishing:
+                return
+            self._finishing = True
+        if not self._created.done():
+            # The result comes after the start: a task aborted while its finalize
+            # was in flight fails with the finalize's answer (410), as it would
+            # on its own stream. (Creation settles the result before the start.)
+            self._created.add_done_callback(lambda _f: self._finish_now(terminal))
+            return
+        self._finish_now(terminal)
+
+    def _finish_now(self, terminal: Update) -> None:
+        needs_ack = (
+            getattr(terminal, "require_ack", False) or terminal.raw.get("requireAck") is True
+        )
+        if needs_ack:
+            try:  # the ack is a request: not on the stream's thread
+                self._client._pool.submit(lambda: self._finish(terminal, True))
+                return
+            except RequenceError:
+                pass  # the client is closing: finish without the ack
+        self._finish(terminal, False)
+
+    def _finish(self, update: Update, ack: bool) -> None:
+        task_id = self.task_id or update.task_id
+        if ack:
+            try:
+                self._client._ack(task_id)
+            except RequenceError as err:
+                log.warning("could not ack the delivery of task %s: %s", task_id, err)
+        context = update.context
+        if update.type == TASK_END:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                self._result.set_result(TaskResult.from_context(context, task_url=self._url()))
+        elif update.type == TASK_ERROR:
+            settle(
+                self._result,
+                TaskFailedError(
+                    getattr(update, "reason", None),
+                    task_id=task_id,
+                    template=self._template,
+                    context=context,
+                ),
+            )
+        else:
+            settle(
+                self._result,
+                TaskAbortedError(
+                    getattr(update, "reason", None), task_id=task_id, template=self._template
+                ),
+            )
+        with self.cond:
+            self.finished = True
+            self.cond.notify_all()
+        self._notify()
+
+    def _url(self) -> str | None:
+        created = self._created
+        if created.done() and created.exception() is None:
+            return created.result().show_url
+        return self._fallback(self.task_id).show_url if self.task_id else None
+
+    def created_or_fallback(self) -> Created:
+        """The finalize answer; or, for a task aborted before it started, its URLs."""
+        try:
+            return self._created.result()
+        except TaskAbortedError as err:
+            if err.task_id is None:
+                raise
+            # Aborted before it started: its stream still holds the taskAborted update.
+            return self._fallback(err.task_id)
+
+    # --- reading ---------------------------------------------------------------------
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` after each new update and at the end; returns the undo."""
+        with self.cond:
+            self._listeners.append(callback)
+
+        def undo() -> None:
+            with self.cond, contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return undo
+
+    def _notify(self) -> None:
+        with self.cond:
+            if not self._listeners:
+                return
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("an update listener raised")
+
+    def since(self, index: int) -> tuple[list[Update], bool, BaseException | None]:
+        """The updates from ``index`` on, whether no more will come, and the error."""
+        with self.cond:
+            return self.updates[index:], self.finished or self.terminal is not None, self.error
+
+    def iterate(self, timeout: float | None) -> Iterator[Update]:
+        """Every update from the first, ending after the terminal one."""
+        index = 0
+        while True:
+            with self.cond:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while index >= len(self.updates) and not self.finished and self.terminal is None:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TaskTimeoutError(
+                            f"no update came within {timeout} s; the task goes on.",
+                            timeout=timeout,
+                        )
+                    self.cond.wait(remaining)
+                if index < len(self.updates):
+                    update = self.updates[index]
+                    index += 1
+                elif self.error is not None:
+                    raise self.error
+                else:
+                    return
+            yield update
+
+
+class Follower:
+    """A client's routing of monitors to the shared stream or their own."""
+
+    def __init__(self, client: Client, *, shared: bool = True) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        # "open", "closed", or "unavailable" (watch-all refused, or not wanted)
+        self._state = "closed" if shared else "unavailable"
+        self._shared = shared
+        self._floor = 0.0  # the earliest prepare time the open shared stream covers
+        self._attached: dict[object, weakref.ref[Monitor]] = {}
+        self._awaited: dict[object, Monitor] = {}  # attached and waited on: held strongly
+        self._pending: dict[str, weakref.ref[Monitor]] = {}  # unrouted, prepare time known
+        self._added = 0
+        self._stream: ResumingStream | None = None
+        self._clock_offset = 0.0  # server clock minus ours, from the last Date header
+
+    @property
+    def shared_open(self) -> bool:
+        """Whether the shared stream is open (for tests and diagnostics)."""
+        return self._state == "open"
+
+    def reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._state = "closed" if self._shared else "unavailable"
+        self._attached, self._awaited, self._pending = {}, {}, {}
+        self._stream = None
+
+    # --- from the task handles ---------------------------------------------------------
+
+    def prepared(self, monitor: Monitor) -> None:
+        """A task this client created was prepared (``monitor.prepared`` was called)."""
+        if monitor.prepared_at is not None:
+            self._clock_offset = monitor.prepared_at - time.time()
+        with self._lock:
+            task_id = monitor.task_id
+            assert task_id is not None
+            if monitor.source is not None:
+                return
+            if (
+                self._state == "open"
+                and monitor.prepared_at is not None
+                and monitor.prepared_at >= self._floor
+            ):
+                self._attach(monitor, strong=monitor.wanted)
+                return
+            if monitor.wanted:
+                self._route(monitor)
+                return
+            if monitor.prepared_at is not None and self._state != "unavailable":
+                self._pending[task_id] = weakref.ref(monitor)
+                self._added += 1
+                if self._added % _PRUNE_EVERY == 0:
+                    self._prune()
+
+    def creation_failed(self, monitor: Monitor, error: BaseException) -> None:
+        """The task will never run (prepare or finalize failed)."""
+        with self._lock:
+            key = monitor.task_id
+            if key is not None:
+                self._pending.pop(key, None)
+                if self._attached.get(key) is not None:
+                    self._attached.pop(key, None)
+                    self._awaited.pop(key, None)
+                    self._close_if_idle()
+        monitor.fail(error)
+
+    def demand(self, monitor: Monitor) -> None:
+        """Somebody waits on ``monitor``: feed it."""
+        with self._lock:
+            monitor.wanted = True
+            if monitor.source == "shared":
+                self._awaited[monitor.task_id] = monitor
+            elif monitor.source is None and monitor.task_id is not None:
+                self._route(monitor)
+            # (Not yet prepared: routed by prepared(). Own stream: already fed.)
+
+    # --- routing (under the lock) ---------------------------------------------------------
+
+    def _attach(self, monitor: Monitor, *, strong: bool) -> None:
+        monitor.source = "shared"
+        monitor.stream = self._stream
+        self._attached[monitor.task_id] = weakref.ref(monitor)
+        if strong:
+            self._awaited[monitor.task_id] = monitor
+
+    def _route(self, monitor: Monitor) -> None:
+        assert monitor.task_id is not None
+        self._pending.pop(monitor.task_id, None)
+        prepared_at = monitor.prepared_at
+        now = time.time() + self._clock_offset
+        if (
+            self._state == "unavailable"
+            or prepared_at is None
+            or prepared_at < now - REPLAY_WINDOW
+            or (self._state == "open" and prepared_at < self._floor)
+        ):
+            self._own(monitor)
+            return
+        if self._state == "open":
+            self._attach(monitor, strong=True)
+            return
+        # Open the shared stream, for this task and every recent one not yet followed.
+        joining = [monitor]
+        for task_id, ref in list(self._pending.items()):
+            other = ref()
+            if (
+                other is None
+                or other.prepared_at is None
+                or other.prepared_at < now - (REPLAY_WINDOW)
+            ):
+                del self._pending[task_id]
+                continue
+            joining.append(other)
+        self._pending.clear()
+        self._floor = min(m.prepared_at for m in joining if m.prepared_at is not None)
+        for other in joining:
+            self._attach(other, strong=other is monitor or other.wanted)
+        self._open()
+
+    def _open(self) -> None:
+        since = datetime.fromtimestamp(self._floor - SINCE_MARGIN, tz=timezone.utc).isoformat()
+        client = self._client
+        stream = ResumingStream(
+            client._transport,
+            client._url(WATCH_ALL_PATH),
+            since=since,
+            what="the shared update stream (watch-all)",
+            stop=threading.Event(),
+        )
+        self._stream = stream
+        self._state = "open"
+        for ref in self._attached.values():
+            monitor = ref()
+            if monitor is not None:
+                monitor.stream = stream
+        client._track(stream)
+        threading.Thread(
+            target=self._run, args=(stream,), name="requence-task-follow", daemon=True
+        ).start()
+
+    def _own(self, monitor: Monitor) -> None:
+        monitor.source = "own"
+        monitor._created.add_done_callback(lambda _f: _OwnStream(self._client, monitor).start())
+
+    def _close_if_idle(self) -> None:
+        """Close the shared stream once nobody waits on a task on it."""
+        if self._state != "open" or self._awaited:
+            return
+        self._detach_all()
+        self._state = "closed"
+
+    def _detach_all(self) -> list[Monitor]:
+        """Take every monitor off the shared stream; returns the awaited ones."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+        awaited = list(self._awaited.values())
+        held = {id(m) for m in awaited}
+        for ref in self._attached.values():
+            monitor = ref()
+            if monitor is None or id(monitor) in held:
+                continue
+            monitor.source = None
+            if monitor.wanted:  # waited on since we last looked: keep what it has
+                awaited.append(monitor)
+                continue
+            monitor.reset()
+            if monitor.task_id is not None and monitor.terminal is None:
+                self._pending[monitor.task_id] = ref
+        self._attached, self._awaited = {}, {}
+        return awaited
+
+    def _prune(self) -> None:
+        now = time.time() + self._clock_offset
+        for task_id, ref in list(self._pending.items()):
+            monitor = ref()
+            if monitor is None or (monitor.prepared_at or 0) < now - REPLAY_WINDOW:
+                del self._pending[task_id]
+
+    # --- the shared stream's thread ---------------------------------------------------------
+
+    def _run(self, stream: ResumingStream) -> None:
+        error: BaseException | None = None
+        try:
+            for raw in stream:
+                key = _route_key(raw.data)
+                ref = self._attached.get(key)
+                if ref is None:
+                    continue
+                monitor = ref()
+                if monitor is None:
+                    with self._lock:
+                        if self._attached.get(key) is ref:
+                            del self._attached[key]
+                    continue
+                if monitor.deliver(raw):
+                    with self._lock:
+                        if self._stream is not stream:
+                            return
+                        monitor.source = "ended"
+                        self._attached.pop(key, None)
+                        self._awaited.pop(key, None)
+                        self._close_if_idle()
+                        if self._stream is not stream:
+                            return
+        except BaseException as err:
+            error = err
+        with self._lock:
+            if self._stream is not stream:
+                return  # closed on purpose
+            refused = isinstance(error, (ApiError, AuthenticationError, TaskNotFoundError))
+            if refused:
+                # The token may not watch all tasks: every task gets its own stream.
+                log.debug("watch-all refused (%s); following tasks one by one", error)
+                self._state = "unavailable"
+            awaited = self._detach_all()
+            if not refused:
+                self._state = "closed"
+            for monitor in awaited:
+                if refused:
+                    monitor.skip_seen()
+                    self._own(monitor)
+        if not refused:
+            failure = error or RequenceError(
+                "The shared update stream stopped before the task ended (the client was closed)."
+            )
+            for monitor in awaited:
+                monitor.fail(failure)
+
+
+class _OwnStream:
+    """One task's own update stream, on a thread of its own."""
+
+    def __init__(self, client: Client, monitor: Monitor) -> None:
+        self._client = client
+        self._monitor = monitor
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="requence-task-monitor", daemon=True).start()
+
+    def _run(self) -> None:
+        monitor = self._monitor
+        try:
+            created = monitor.created_or_fallback()
+        except BaseException as err:  # creation failed: that is the answer
+            monitor.fail(err)
+            return
+        if monitor.task_id is None:
+            monitor.prepared(created.task_id, None)
+        stream = ResumingStream(
+            self._client._transport,
+            created.watch_url,
+            what=f"the update stream of task {created.task_id}",
+            task_id=created.task_id,
+            stop=threading.Event(),
+        )
+        self._client._track(stream)
+        monitor.stream = stream
+        try:
+            for raw in stream:
+                if monitor.deliver(raw):
+                    return
+        except BaseException as err:
+            monitor.fail(err)
+            return
+        finally:
+            stream.close()
+        monitor.fail(
+            RequenceError(
+                f"The update stream of task {created.task_id} stopped before the task ended "
+                "(the client was closed)."
+            )
+        )

@@ -1,0 +1,917 @@
+"""Pages of the local server for a browser: the recent tasks at ``/``, and each
+task's live page at ``/tasks/{task_id}`` (the ``urls.show`` that finalize hands out).
+
+Routes, all without a token (see docs/task-page.md for why that is acceptable):
+
+- ``GET /``: the newest tasks of every project, with links to their pages.
+- ``GET /tasks/{task_id}``: the task as it stands, rendered on the server, so it
+  reads without JavaScript; a small script then follows it live.
+- ``GET /tasks/{task_id}/events``: the task's update stream as Server-Sent
+  Events, from its first update (or after ``?after=N``, or after the
+  ``Last-Event-ID`` that ``EventSource`` sends when it reconnects). It ends after
+  the task's last update.
+- ``POST /tasks/{task_id}/abort``: aborts the task like the API's abort. Only the
+  page's own script can call it: it needs the header ``X-Requence-Abort: 1``,
+  which a cross-site form cannot send, and refuses a foreign ``Origin`` or
+  ``Sec-Fetch-Site``.
+- ``GET /assets/{name}``: the pages' stylesheet and script.
+
+Task data is user data. The server escapes every value it puts into HTML, and
+the script writes values with ``textContent`` only, never as markup; a
+Content-Security-Policy allows no inline script either. Pages answer only to a
+``Host`` that is an IP address, ``localhost``, or the name the server was bound
+to, so that a web page cannot read them through DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
+
+import attrs
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .._protocol import (
+    AWAITING_DELIVERY,
+    FAILED,
+    IDLE,
+    NODE_DEFER,
+    NODE_END,
+    NODE_ERROR,
+    NODE_START,
+    NODE_UPDATE,
+    PENDING,
+    RUNNING,
+    STOPPED,
+    SUCCESSFUL,
+    TASK_ABORTED,
+    TASK_END,
+    TASK_ERROR,
+    TASK_START,
+    TERMINAL_UPDATE_TYPES,
+    show_path,
+)
+from ._engine import ApiError
+from ._store import ENDED_STATUSES, Event, Store, TaskRow
+
+if TYPE_CHECKING:
+    from ._server import LocalRequence
+
+Handler = Callable[[Request, str], Awaitable[Response]]
+
+RECENT_LIMIT = 100
+"""How many tasks the list page shows, newest first."""
+LOG_LIMIT = 200
+"""How many of a task's latest updates its page lists."""
+ABORT_HEADER = "X-Requence-Abort"
+"""The header the page's script sends with an abort; a plain HTML form cannot."""
+ABORT_REASON = "aborted from the task page"
+
+_ALL_STATUSES = (IDLE, PENDING, RUNNING, SUCCESSFUL, FAILED, STOPPED, AWAITING_DELIVERY)
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+_EVENTS_PAGE = 500
+_SUMMARY_LENGTH = 200
+
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class StreamFactory(Protocol):
+    """The app's SSE frame generator (``_stream`` in ``_app.build_app``)."""
+
+    def __call__(
+        self,
+        *,
+        task_id: str | None,
+        project: str | None,
+        after: int | None,
+        since: float | None,
+        types: frozenset[str] | None,
+    ) -> AsyncIterator[bytes]: ...
+
+
+class RouteFactory(Protocol):
+    """The app's route maker (``route`` in ``_app.build_app``): logging and errors."""
+
+    def __call__(
+        self, path: str, name: str, handler: Handler, method: str, auth: bool = ...
+    ) -> Route: ...
+
+
+def page_routes(rq: LocalRequence, *, route: RouteFactory, stream: StreamFactory) -> list[Route]:
+    """The routes of the pages, made by the app's ``route`` so they are logged alike."""
+    pages = _Pages(rq, stream)
+    return [
+        route("/", "index", pages.index, "GET", auth=False),
+        route("/assets/{name}", "page-asset", pages.asset, "GET", auth=False),
+        route("/tasks/{task_id}", "page", pages.task, "GET", auth=False),
+        route("/tasks/{task_id}/events", "page-events", pages.events, "GET", auth=False),
+        route("/tasks/{task_id}/abort", "page-abort", pages.abort, "POST", auth=False),
+    ]
+
+
+# --- what the pages show -----------------------------------------------------------
+
+
+@attrs.define
+class NodeView:
+    """One node as its task's updates left it."""
+
+    alias: str
+    state: str = "started"
+    updates: int = 0
+    has_data: bool = False
+    data: Any = None
+    error: str | None = None
+    reason: str | None = None
+    deferred: bool = False
+
+
+@attrs.define
+class TaskView:
+    """A task as its row and its updates up to ``position`` show it."""
+
+    task: TaskRow
+    status: str
+    outcome: str
+    """The status, or for a task awaiting its ack, the status it will have then."""
+    reason: str | None
+    has_result: bool
+    result: Any
+    nodes: dict[str, NodeView]
+    log: list[tuple[Event, dict[str, Any]]]
+    position: int | None
+    update_count: int
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED_STATUSES
+
+
+def task_view(store: Store, task_id: str) -> TaskView | None:
+    """Fold a task's stored updates into what its page shows; ``None`` if unknown.
+
+    The row is read before the updates: the engine stores a task's last update
+    before it writes the end into the row, so every update that led to what the
+    row says is among those read.
+    """
+    task = store.task(task_id)
+    if task is None:
+        return None
+    status = task.status
+    reason = task.status_text
+    outcome = task.final_status if task.status in ENDED_STATUSES else None
+    has_result = task.status in ENDED_STATUSES and task.final_status == SUCCESSFUL
+    result = task.result
+    nodes: dict[str, NodeView] = {}
+    log: list[tuple[Event, dict[str, Any]]] = []
+    position: int | None = None
+    count = 0
+    for event in _task_events(store, task_id):
+        position = event.position
+        count += 1
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        log.append((event, data))
+        if len(log) > 2 * LOG_LIMIT:
+            del log[:-LOG_LIMIT]
+        alias = _alias(data)
+        node = None
+        if alias is not None:
+            node = nodes.get(alias)
+            if node is None:
+                node = nodes[alias] = NodeView(alias)
+        kind = event.type
+        if kind == TASK_START and status == IDLE:
+            status = PENDING
+        elif kind == NODE_START:
+            if status in (IDLE, PENDING):
+                status = RUNNING
+            if node is not None:
+                node.state = "started"
+        elif node is not None and kind == NODE_UPDATE:
+            node.state = "updated"
+            node.updates += 1
+            node.has_data, node.data = True, data.get("data")
+        elif node is not None and kind == NODE_DEFER:
+            node.state, node.deferred = "deferred", True
+            node.reason = _text(data.get("reason"))
+        elif node is not None and kind == NODE_ERROR:
+            node.state, node.error = "error", _text(data.get("error")) or ""
+        elif node is not None and kind == NODE_END:
+            node.state = "ended"
+        elif kind in TERMINAL_UPDATE_TYPES and task.status not in ENDED_STATUSES:
+            # The end arrived between reading the row and reading the updates.
+            status = _terminal_status(kind, data)
+            outcome = _terminal_status(kind, {})
+            reason = None if kind == TASK_END else _text(data.get("reason"))
+            has_result, result = kind == TASK_END, data.get("result")
+    return TaskView(
+        task=task,
+        status=status,
+        outcome=outcome or status,
+        reason=reason,
+        has_result=has_result,
+        result=result,
+        nodes=nodes,
+        log=log[-LOG_LIMIT:],
+        position=position,
+        update_count=count,
+    )
+
+
+def recent_tasks(store: Store, limit: int = RECENT_LIMIT) -> tuple[list[TaskRow], int]:
+    """The newest ``limit`` tasks of every project, and how many there are in all."""
+    # The store has no "newest first" query; a local server holds few enough tasks
+    # that sorting them here is fine.
+    tasks = store.tasks_with_status(_ALL_STATUSES)
+    tasks.sort(key=lambda t: t.created_at, reverse=True)
+    return tasks[:limit], len(tasks)
+
+
+def allowed_host(host_header: str | None, bound_host: str) -> bool:
+    """Whether a request's ``Host`` is one a DNS-rebinding page cannot send.
+
+    IP addresses, ``localhost`` and its subdomains cannot be rebound, and neither
+    can the name the server was bound to; any other name may be an attacker's
+    domain pointed at this machine.
+    """
+    if host_header is None:
+        return True  # not a browser: browsers always send Host
+    name = _host_name(host_header).lower()
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return True
+    if name in _LOOPBACK_NAMES or name.rstrip(".").endswith(".localhost"):
+        return True
+    bound = bound_host.strip("[]").lower()
+    return bound not in _WILDCARD_HOSTS and name == bound
+
+
+def cross_site_refusal(request: Request) -> str | None:
+    """Why an abort request may come from another site, or ``None`` if it cannot."""
+    if request.headers.get(ABORT_HEADER) != "1":
+        return (
+            f"Refused: an abort from the task page must carry the header '{ABORT_HEADER}: 1' "
+            "(the page's Abort button sends it; a form on another site cannot)."
+        )
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site != "same-origin":
+        return f"Refused: a cross-site abort request (Sec-Fetch-Site: {site[:40]})."
+    origin = request.headers.get("origin")
+    if origin is not None:
+        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        if origin.lower() != own.lower():
+            return f"Refused: an abort request from another origin ({origin[:100]})."
+    return None
+
+
+# --- handlers ------------------------------------------------------------------------
+
+
+class _Pages:
+    def __init__(self, rq: LocalRequence, stream: StreamFactory) -> None:
+        self.rq = rq
+        self.stream = stream
+
+    def _check_host(self, request: Request) -> None:
+        host = request.headers.get("host")
+        if not allowed_host(host, self.rq.host):
+            raise ApiError(
+                403,
+                "The task pages answer only to an IP address, localhost, or the host name "
+                "the server was bound to; open this page by one of those (this guards "
+                "against DNS rebinding).",
+            )
+
+    async def index(self, request: Request, project: str) -> Response:
+        self._check_host(request)
+        tasks, total = recent_tasks(self.rq.engine.store)
+        return _html(render_index(tasks, total, sorted(self.rq.engine.templates)))
+
+    async def task(self, request: Request, project: str) -> Response:
+        self._check_host(request)
+        view = task_view(self.rq.engine.store, request.path_params["task_id"])
+        if view is None:
+            return _html(render_not_found(), 404)
+        return _html(render_task(view))
+
+    async def events(self, request: Request, project: str) -> Response:
+        self._check_host(request)
+        task_id = request.path_params["task_id"]
+        if self.rq.engine.store.task(task_id) is None:
+            raise ApiError(404, f"No task with id {task_id[:100]!r} exists on this server.")
+        after = _position(request.headers.get("last-event-id"), "Last-Event-ID")
+        if after is None:
+            after = _position(request.query_params.get("after"), "after")
+        frames = self.stream(task_id=task_id, project=None, after=after, since=None, types=None)
+        return StreamingResponse(
+            frames,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def abort(self, request: Request, project: str) -> Response:
+        self._check_host(request)
+        refusal = cross_site_refusal(request)
+        if refusal is not None:
+            return PlainTextResponse(refusal, 403)
+        task_id = request.path_params["task_id"]
+        task = self.rq.engine.store.task(task_id)
+        if task is None:
+            raise ApiError(404, f"No task with id {task_id[:100]!r} exists on this server.")
+        self.rq.engine.abort(task_id, task.project, ABORT_REASON)
+        return PlainTextResponse("aborted")
+
+    async def asset(self, request: Request, project: str) -> Response:
+        found = _ASSETS.get(request.path_params["name"])
+        if found is None:
+            return PlainTextResponse("Not Found", 404)
+        media_type, text = found
+        return Response(
+            text,
+            media_type=media_type,
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
+
+# --- HTML ----------------------------------------------------------------------------
+
+
+def render_index(tasks: list[TaskRow], total: int, templates: list[str]) -> str:
+    """The list page: the newest tasks, their status, template, name and link."""
+    if tasks:
+        rows = "".join(
+            "<tr>"
+            f"<td>{_time(t.created_at)}</td>"
+            f"<td>{_status_badge(t.status)}</td>"
+            f'<td class="template">{_e(t.template)}</td>'
+            f'<td class="name">{_e(t.name or "")}</td>'
+            f'<td class="project">{_e(t.project)}</td>'
+            f'<td><a class="task-link" href="{_e(_task_href(t.id))}"><code>{_e(t.id)}</code></a>'
+            "</td></tr>"
+            for t in tasks
+        )
+        listing = (
+            '<table id="tasks"><thead><tr><th>Created (UTC)</th><th>Status</th>'
+            "<th>Template</th><th>Name</th><th>Project</th><th>Task</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    else:
+        listing = '<p id="no-tasks" class="muted">No tasks yet.</p>'
+    shown = (
+        f"The newest {len(tasks)} of {total} tasks"
+        if total > len(tasks)
+        else f"{total} task" + ("" if total == 1 else "s")
+    )
+    names = ", ".join(_e(n) for n in templates) or "none"
+    body = (
+        '<main id="index">'
+        "<h1>Recent tasks</h1>"
+        f'<p class="muted">{shown}, newest first, of every project. '
+        '<a href="/">Refresh</a></p>'
+        f"{listing}"
+        f'<p class="muted">Templates on this server: {names}</p>'
+        "</main>"
+    )
+    return _document("Recent tasks · local Requence", body)
+
+
+def render_task(view: TaskView) -> str:
+    """A task's page as it stands; the script updates it from the event stream."""
+    task = view.task
+    nodes = "".join(_node_row(node) for node in view.nodes.values())
+    log = "".join(_log_entry(event, data) for event, data in view.log)
+    events_url = f"{_task_href(task.id)}/events"
+    if view.position is not None:
+        events_url += f"?after={view.position}"
+    connection = "The task has ended." if view.ended else "Connecting…"
+    if view.has_result:
+        result = f'<pre id="task-result">{_e(_pretty(view.result))}</pre>'
+    else:
+        result = f'<pre id="task-result" class="pending">{_e(_no_result(view.outcome))}</pre>'
+    older = view.update_count - len(view.log)
+    title_name = f" \u201c{_e(task.name)}\u201d" if task.name else ""
+    facts = [
+        ("Task", f'<code id="task-id">{_e(task.id)}</code>'),
+        (
+            "Status",
+            f"{_status_badge(view.status, 'task-status')} "
+            f'<span id="task-reason">{_e(view.reason or "")}</span>',
+        ),
+        ("Template", f'<span id="task-template">{_e(task.template)}</span>'),
+        ("Name", f'<span id="task-name">{_e(task.name or "")}</span>'),
+        ("Project", f'<span id="task-project">{_e(task.project)}</span>'),
+        ("Branch", _e(task.branch)),
+        ("Created", _time(task.created_at)),
+    ]
+    facts_html = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+    body = (
+        f'<main id="task" data-task-id="{_e(task.id)}" data-events-url="{_e(events_url)}" '
+        f'data-abort-url="{_e(_task_href(task.id))}/abort" '
+        f'data-after="{view.position or 0}" data-ended="{"true" if view.ended else "false"}" '
+        f'data-log-limit="{LOG_LIMIT}">'
+        f"<h1>Task {_e(task.template)}{title_name}</h1>"
+        f'<dl class="facts">{facts_html}</dl>'
+        '<p class="controls">'
+        f'<button id="abort" type="button"{" hidden" if view.ended else ""}>Abort</button> '
+        '<span id="abort-message" role="status"></span> '
+        f'<span id="connection" class="muted" role="status">{connection}</span></p>'
+        f'<section><h2>Input</h2><pre id="task-input">{_e(_pretty(task.input))}</pre></section>'
+        "<section><h2>Nodes</h2>"
+        '<table id="nodes"><thead><tr><th>Node</th><th>State</th><th>Updates</th>'
+        f'<th>Latest data or error</th></tr></thead><tbody id="nodes-body">{nodes}</tbody>'
+        "</table>"
+        f'<p id="no-nodes" class="muted"{" hidden" if view.nodes else ""}>'
+        "No node has started yet.</p></section>"
+        f"<section><h2>Result</h2>{result}</section>"
+        "<section><h2>Updates</h2>"
+        f'<p class="muted">The latest {LOG_LIMIT} at most, oldest first'
+        f"{f'; {older} older ones are not listed' if older > 0 else ''}.</p>"
+        f'<ol id="log">{log}</ol></section>'
+        "</main>"
+    )
+    return _document(f"{task.template} · task {task.id} · local Requence", body, script=True)
+
+
+def render_not_found() -> str:
+    body = (
+        '<main id="not-found"><h1>No such task</h1>'
+        "<p>This server has no task with that id: it may never have existed here, or "
+        'cleanup removed it after its retention. <a href="/">Recent tasks</a></p></main>'
+    )
+    return _document("No such task · local Requence", body)
+
+
+def _document(title: str, body: str, *, script: bool = False) -> str:
+    scripts = '<script src="/assets/task-page.js" defer></script>' if script else ""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title>"
+        '<link rel="icon" href="data:,"><link rel="stylesheet" href="/assets/pages.css">'
+        f"{scripts}</head><body>"
+        '<header><a href="/">Local Requence</a></header>'
+        f"{body}</body></html>"
+    )
+
+
+def _node_row(node: NodeView) -> str:
+    def part(tag: str, cls: str, text: str | None) -> str:
+        hidden = "" if text is not None else " hidden"
+        return f'<{tag} class="{cls}"{hidden}>{_e(text or "")}</{tag}>'
+
+    reason = _defer_text(node.reason) if node.deferred else None
+    return (
+        f'<tr class="node" data-alias="{_e(node.alias)}" data-state="{_e(node.state)}">'
+        f'<td class="node-alias">{_e(node.alias)}</td>'
+        f'<td class="node-state">{_e(node.state)}</td>'
+        f'<td class="node-updates">{node.updates}</td>'
+        '<td class="node-detail">'
+        + part("p", "node-reason", reason)
+        + part("pre", "node-data", _pretty(node.data) if node.has_data else None)
+        + part("pre", "node-error", node.error)
+        + "</td></tr>"
+    )
+
+
+def _log_entry(event: Event, data: dict[str, Any]) -> str:
+    stamp = data.get("timestamp")
+    alias = _alias(data)
+    summary = _summary(event.type, data)
+    return (
+        "<li>"
+        f'<span class="log-position">#{event.position}</span> '
+        f'<time class="log-time">{_e(stamp[11:23] if isinstance(stamp, str) else "")}</time> '
+        f'<span class="log-type">{_e(event.type)}</span> '
+        + (f'<span class="log-node">{_e(alias)}</span> ' if alias is not None else "")
+        + (f'<code class="log-summary">{_e(summary)}</code> ' if summary else "")
+        + "</li>"
+    )
+
+
+def _summary(kind: str, data: dict[str, Any]) -> str:
+    """One line about an update, as the script writes it too."""
+    if kind == TASK_START:
+        return "input " + _compact(data.get("input"))
+    if kind == NODE_UPDATE:
+        output = data.get("output")
+        prefix = f"output {output}: " if isinstance(output, str) else ""
+        return prefix + _compact(data.get("data"))
+    if kind == TASK_END:
+        return "result " + _compact(data.get("result"))
+    if kind == NODE_ERROR:
+        return _text(data.get("error")) or ""
+    if kind in (NODE_DEFER, TASK_ERROR, TASK_ABORTED):
+        return _text(data.get("reason")) or ""
+    return ""
+
+
+def _status_badge(status: str, element_id: str | None = None) -> str:
+    id_attr = f' id="{element_id}"' if element_id else ""
+    css = "".join(c for c in status.lower() if c.isalnum() or c == "_")
+    return f'<span{id_attr} class="status status-{css}">{_e(status)}</span>'
+
+
+def _no_result(status: str) -> str:
+    if status == FAILED:
+        return "No result: the task failed."
+    if status == STOPPED:
+        return "No result: the task was aborted."
+    if status in ENDED_STATUSES:
+        return "No result."
+    return "Not yet: the task has not ended."
+
+
+def _defer_text(reason: str | None) -> str:
+    return "deferred: " + (reason if reason else "no reason given")
+
+
+# --- small helpers ---------------------------------------------------------------
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _html(text: str, status: int = 200) -> Response:
+    # A node may produce a lone surrogate, which UTF-8 cannot carry: show "?".
+    return Response(
+        text.encode("utf-8", "replace"),
+        status,
+        media_type="text/html; charset=utf-8",
+        headers=_SECURITY_HEADERS,
+    )
+
+
+def _task_href(task_id: str) -> str:
+    return quote(show_path(task_id), safe="/")
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _compact(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= _SUMMARY_LENGTH else text[: _SUMMARY_LENGTH - 1] + "…"
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _alias(data: dict[str, Any]) -> str | None:
+    node = data.get("node")
+    alias = node.get("alias") if isinstance(node, dict) else None
+    return alias if isinstance(alias, str) else None
+
+
+def _terminal_status(kind: str, data: dict[str, Any]) -> str:
+    if data.get("requireAck") is True:
+        return AWAITING_DELIVERY
+    return {TASK_END: SUCCESSFUL, TASK_ERROR: FAILED}.get(kind, STOPPED)
+
+
+def _time(epoch: float) -> str:
+    moment = datetime.fromtimestamp(epoch, timezone.utc)
+    return (
+        f'<time datetime="{moment.isoformat(timespec="seconds")}">'
+        f"{moment.strftime('%Y-%m-%d %H:%M:%S')}</time>"
+    )
+
+
+def _host_name(host: str) -> str:
+    host = host.strip()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end > 0 else ""
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _position(value: str | None, what: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isascii() or not value.isdigit() or int(value) >= 2**63:
+        raise ApiError(400, f"'{what}' must be a non-negative integer below 2**63.")
+    return int(value)
+
+
+def _task_events(store: Store, task_id: str) -> list[Event]:
+    events: list[Event] = []
+    after: int | None = None
+    while True:
+        page = store.task_events(task_id, after=after, since=None, limit=_EVENTS_PAGE)
+        events.extend(page)
+        if len(page) < _EVENTS_PAGE:
+            return events
+        after = page[-1].position
+
+
+# --- the stylesheet and the script ------------------------------------------------------
+
+_CSS = """\
+:root { color-scheme: light dark; --muted: #667; --line: #ccd; --code: #f4f4f8;
+  --ok: #176f2c; --bad: #a3161b; --run: #1f4fb5; --wait: #7a5a00; }
+@media (prefers-color-scheme: dark) {
+  :root { --muted: #99a; --line: #445; --code: #1d1f26;
+    --ok: #5fd27a; --bad: #ff7b7f; --run: #8fb0ff; --wait: #e2c04a; }
+}
+* { box-sizing: border-box; }
+body { font: 15px/1.45 system-ui, sans-serif; margin: 0; }
+header { padding: .5rem 1rem; border-bottom: 1px solid var(--line); }
+header a { font-weight: 600; text-decoration: none; color: inherit; }
+main { padding: 0 1rem 2rem; max-width: 72rem; }
+h1 { font-size: 1.4rem; overflow-wrap: anywhere; }
+h2 { font-size: 1.1rem; margin-top: 1.5rem; }
+.muted { color: var(--muted); }
+code, pre { font: 13px/1.4 ui-monospace, monospace; }
+pre { background: var(--code); padding: .5rem; margin: 0; overflow: auto; max-height: 24rem;
+  white-space: pre-wrap; overflow-wrap: anywhere; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; vertical-align: top; padding: .3rem .5rem;
+  border-bottom: 1px solid var(--line); overflow-wrap: anywhere; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
+dl.facts dt { color: var(--muted); }
+dl.facts dd { margin: 0; overflow-wrap: anywhere; }
+.status { font-weight: 600; }
+.status-successful { color: var(--ok); }
+.status-failed { color: var(--bad); }
+.status-stopped { color: var(--bad); }
+.status-running, .status-pending { color: var(--run); }
+.status-awaiting_delivery, .status-idle { color: var(--wait); }
+tr[data-state="error"] .node-state { color: var(--bad); font-weight: 600; }
+tr[data-state="ended"] .node-state { color: var(--ok); }
+tr[data-state="deferred"] .node-state { color: var(--wait); }
+.node-error { color: var(--bad); }
+.node-reason { margin: 0 0 .3rem; color: var(--wait); }
+#task-result.pending { color: var(--muted); }
+.controls { display: flex; gap: .8rem; align-items: center; flex-wrap: wrap; }
+button { font: inherit; padding: .3rem 1rem; }
+#log { padding-left: 0; list-style: none; font-size: 13px; }
+#log li { padding: .1rem 0; border-bottom: 1px solid var(--line); overflow-wrap: anywhere; }
+.log-position, .log-time { color: var(--muted); }
+.log-type { font-weight: 600; }
+"""
+
+_JS = """\
+"use strict";
+// Follows one task's update stream and keeps its page current. Task data is
+// user data: it is only ever written with textContent, never as markup.
+(() => {
+  const main = document.getElementById("task");
+  if (main === null) return;
+  const $ = (id) => document.getElementById(id);
+  const statusEl = $("task-status");
+  const reasonEl = $("task-reason");
+  const resultEl = $("task-result");
+  const nodesBody = $("nodes-body");
+  const noNodes = $("no-nodes");
+  const log = $("log");
+  const abortButton = $("abort");
+  const abortMessage = $("abort-message");
+  const connection = $("connection");
+  const logLimit = Number(main.dataset.logLimit) || 200;
+  const types = ["taskStart", "nodeStart", "nodeUpdate", "nodeError", "nodeDefer",
+                 "nodeEnd", "taskEnd", "taskError", "taskAborted"];
+  const terminal = new Set(["taskEnd", "taskError", "taskAborted"]);
+  let ended = main.dataset.ended === "true";
+  let last = Number(main.dataset.after) || 0;
+  const rows = new Map();
+  for (const row of nodesBody.rows) rows.set(row.dataset.alias, row);
+
+  const json = (value) => JSON.stringify(value === undefined ? null : value);
+  const pretty = (value) => JSON.stringify(value === undefined ? null : value, null, 2);
+  const compact = (value) => {
+    const text = json(value);
+    return text.length <= 200 ? text : text.slice(0, 199) + "\\u2026";
+  };
+  const text = (value) => (typeof value === "string" ? value : null);
+
+  function element(tag, className, content) {
+    const el = document.createElement(tag);
+    if (className) el.className = className;
+    if (content !== undefined && content !== null) el.textContent = content;
+    return el;
+  }
+
+  function show(el, content) {
+    el.textContent = content;
+    el.hidden = false;
+  }
+
+  function setStatus(status) {
+    statusEl.textContent = status;
+    statusEl.className = "status status-" + status.toLowerCase().replace(/[^a-z0-9_]/g, "");
+  }
+
+  function nodeRow(alias) {
+    let row = rows.get(alias);
+    if (row !== undefined) return row;
+    row = element("tr", "node");
+    row.dataset.alias = alias;
+    row.append(element("td", "node-alias", alias), element("td", "node-state"),
+               element("td", "node-updates", "0"));
+    const detail = element("td", "node-detail");
+    for (const [tag, className] of [["p", "node-reason"], ["pre", "node-data"],
+                                    ["pre", "node-error"]]) {
+      const part = element(tag, className);
+      part.hidden = true;
+      detail.append(part);
+    }
+    row.append(detail);
+    nodesBody.append(row);
+    rows.set(alias, row);
+    noNodes.hidden = true;
+    return row;
+  }
+
+  function setState(row, state) {
+    row.dataset.state = state;
+    row.querySelector(".node-state").textContent = state;
+  }
+
+  function summary(type, data) {
+    switch (type) {
+      case "taskStart": return "input " + compact(data.input);
+      case "nodeUpdate":
+        return (text(data.output) !== null ? "output " + data.output + ": " : "") +
+               compact(data.data);
+      case "taskEnd": return "result " + compact(data.result);
+      case "nodeError": return text(data.error) || "";
+      case "nodeDefer": case "taskError": case "taskAborted": return text(data.reason) || "";
+      default: return "";
+    }
+  }
+
+  function finish(status, reason, result, hasResult) {
+    ended = true;
+    setStatus(status);
+    reasonEl.textContent = reason || "";
+    resultEl.textContent = result;
+    resultEl.classList.toggle("pending", !hasResult);
+    abortButton.hidden = true;
+  }
+
+  function apply(type, data) {
+    const node = data.node;
+    const alias = node !== null && typeof node === "object" ? text(node.alias) : null;
+    const row = alias !== null ? nodeRow(alias) : null;
+    const status = statusEl.textContent;
+    const settled = data.requireAck === true;
+    switch (type) {
+      case "taskStart":
+        if (status === "IDLE") setStatus("PENDING");
+        break;
+      case "nodeStart":
+        if (status === "IDLE" || status === "PENDING") setStatus("RUNNING");
+        if (row) setState(row, "started");
+        break;
+      case "nodeUpdate":
+        if (!row) break;
+        setState(row, "updated");
+        row.querySelector(".node-updates").textContent =
+          String(Number(row.querySelector(".node-updates").textContent) + 1);
+        show(row.querySelector(".node-data"), pretty(data.data));
+        break;
+      case "nodeDefer":
+        if (!row) break;
+        setState(row, "deferred");
+        show(row.querySelector(".node-reason"),
+             "deferred: " + (text(data.reason) || "no reason given"));
+        break;
+      case "nodeError":
+        if (!row) break;
+        setState(row, "error");
+        show(row.querySelector(".node-error"), text(data.error) || "");
+        break;
+      case "nodeEnd":
+        if (row) setState(row, "ended");
+        break;
+      case "taskEnd":
+        finish(settled ? "AWAITING_DELIVERY" : "SUCCESSFUL", "", pretty(data.result), true);
+        break;
+      case "taskError":
+        finish(settled ? "AWAITING_DELIVERY" : "FAILED", text(data.reason),
+               "No result: the task failed.", false);
+        break;
+      case "taskAborted":
+        finish(settled ? "AWAITING_DELIVERY" : "STOPPED", text(data.reason),
+               "No result: the task was aborted.", false);
+        break;
+    }
+  }
+
+  function addLog(position, type, data) {
+    const item = element("li");
+    const alias = data.node !== null && typeof data.node === "object" ? text(data.node.alias)
+                                                                      : null;
+    const stamp = text(data.timestamp) || "";
+    item.append(element("span", "log-position", "#" + position), " ",
+                element("time", "log-time", stamp.slice(11, 23)), " ",
+                element("span", "log-type", type), " ");
+    if (alias !== null) item.append(element("span", "log-node", alias), " ");
+    const line = summary(type, data);
+    if (line) item.append(element("code", "log-summary", line), " ");
+    log.append(item);
+    while (log.children.length > logLimit) log.firstElementChild.remove();
+  }
+
+  function setConnection(state, message) {
+    connection.dataset.state = state;
+    connection.textContent = message;
+  }
+
+  function follow() {
+    if (ended) {
+      setConnection("ended", "The task has ended.");
+      return;
+    }
+    const source = new EventSource(main.dataset.eventsUrl);
+    const receive = (event) => {
+      const position = Number(event.lastEventId);
+      if (Number.isFinite(position) && position <= last) return;
+      let data;
+      try {
+        data = JSON.parse(event.data);
+      } catch (err) {
+        return;
+      }
+      if (data === null || typeof data !== "object") return;
+      if (Number.isFinite(position)) last = position;
+      apply(event.type, data);
+      addLog(event.lastEventId, event.type, data);
+      if (terminal.has(event.type)) {
+        source.close();
+        setConnection("ended", "The task has ended.");
+      }
+    };
+    for (const type of types) source.addEventListener(type, receive);
+    source.onopen = () => setConnection("live", "Live: updates appear as they happen.");
+    source.onerror = () => {
+      if (ended) return;
+      if (source.readyState === EventSource.CLOSED) {
+        setConnection("closed", "Disconnected from the server; reload the page to retry.");
+      } else {
+        setConnection("retrying", "Connection lost; retrying\\u2026");
+      }
+    };
+  }
+
+  abortButton.addEventListener("click", async () => {
+    if (!window.confirm("Abort this task? An aborted task cannot be resumed.")) return;
+    abortButton.disabled = true;
+    abortMessage.textContent = "Aborting\\u2026";
+    try {
+      const response = await fetch(main.dataset.abortUrl, {
+        method: "POST",
+        headers: {"X-Requence-Abort": "1"},
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      const body = await response.text();
+      if (response.ok) {
+        abortMessage.textContent = "Abort requested.";
+      } else {
+        abortMessage.textContent = "Abort refused (" + response.status + "): " + body;
+        if (response.status !== 409 && !ended) abortButton.disabled = false;
+      }
+    } catch (err) {
+      abortMessage.textContent = "Abort failed: " + err;
+      if (!ended) abortButton.disabled = false;
+    }
+  });
+
+  follow();
+})();
+"""
+
+_ASSETS: dict[str, tuple[str, str]] = {
+    "pages.css": ("text/css", _CSS),
+    "task-page.js": ("text/javascript", _JS),
+}
