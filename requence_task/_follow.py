@@ -479,8 +479,15 @@ class Follower:
         monitor._created.add_done_callback(lambda _f: _OwnStream(self._client, monitor).start())
 
     def _close_if_idle(self) -> None:
-        """Close the shared stream once nobody waits on a task on it."""
+        """Close the shared stream once nobody waits on a task on it and no task
+        it carries for a live handle is still running (that handle is likely to
+        be awaited next: closing would make the next stream replay it)."""
         if self._state != "open" or self._awaited:
+            return
+        for key, ref in list(self._attached.items()):
+            if ref() is None:
+                del self._attached[key]
+        if self._attached:
             return
         self._detach_all()
         self._state = "closed"
@@ -524,10 +531,15 @@ class Follower:
                 if ref is None:
                     continue
                 monitor = ref()
-                if monitor is None:
+                if monitor is None:  # its handle was garbage-collected
                     with self._lock:
+                        if self._stream is not stream:
+                            return
                         if self._attached.get(key) is ref:
                             del self._attached[key]
+                        self._close_if_idle()
+                        if self._stream is not stream:
+                            return
                     continue
                 if monitor.deliver(raw):
                     with self._lock:

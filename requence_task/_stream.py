@@ -156,7 +156,7 @@ class ResumingStream:
                 skip = delivered_without_position if self.last_position is None else 0
                 try:
                     frames = _frames(_chunks(response), self._skip_frame)
-                    for event in sseclient.SSEClient(frames).events():
+                    for event in _events(frames):
                         if self._stop.is_set():
                             return
                         parsed = self._parse(event)
@@ -244,6 +244,43 @@ class ResumingStream:
                 self.last_position = position
             return None
         return RawEvent(position=position, type=str(event.event), data=data)
+
+
+class _Canonical:
+    """An event read from a frame of the protocol's own shape (see ``_events``)."""
+
+    __slots__ = ("data", "event", "id")
+
+    def __init__(self, id: str, event: str, data: str) -> None:
+        self.id = id
+        self.event = event
+        self.data = data
+
+
+def _events(frames: Iterable[bytes]) -> Iterator[Any]:
+    """The events of whole frames.
+
+    A frame of exactly the shape the protocol sends (``id: N``, ``event: T``,
+    one ``data:`` line) is read directly, which is several times cheaper;
+    every other frame (comments, several data lines, other fields, other
+    spacing) is parsed by sseclient-py, so the results are the same.
+    """
+    for frame in frames:
+        if frame.startswith(b"id: "):
+            parts = frame.split(b"\n", 3)
+            if (
+                len(parts) == 4
+                and parts[3] == b"\n"
+                and parts[0][4:].isdigit()
+                and parts[1].startswith(b"event: ")
+                and parts[2].startswith(b"data: ")
+            ):
+                event = parts[1][7:].decode()
+                data = parts[2][6:].decode()
+                if event and event.strip() == event and data.strip() == data:
+                    yield _Canonical(parts[0][4:].decode(), event, data)
+                    continue
+        yield from sseclient.SSEClient(iter([frame])).events()
 
 
 def _call_hook(hook: Callable[..., object], *args: object) -> None:

@@ -19,9 +19,12 @@ from itertools import islice
 from typing import Any
 
 import pytest
+import sseclient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from requence_task import Client, RetryPolicy, TaskNotFoundError, Timeouts
-from requence_task._stream import RawEvent, ResumingStream
+from requence_task._stream import RawEvent, ResumingStream, _events
 from requence_task._token import encode_access_token
 
 BEARER = "stream-parsing-bearer"
@@ -403,3 +406,34 @@ def test_close_delimited_stream_delivers_events_as_they_come(
             stream.close()
     assert [first, second] == EXPECTED
     assert waited < 1.5, f"the first event came only after {waited:.1f} s, with the stream's end"
+
+
+# --- the fast path for frames of the protocol's own shape ---------------------------------
+
+
+_FIELD = st.sampled_from(["id", "event", "data", "retry", "", "ID", "data ", " id"])
+_VALUE = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lines=st.lists(
+        st.tuples(_FIELD, st.sampled_from([": ", ":", ":  ", ""]), _VALUE), min_size=1, max_size=5
+    ),
+    canonical=st.tuples(st.integers(0, 10**12), _VALUE, _VALUE),
+)
+def test_fast_frames_read_as_sseclient_reads_them(
+    lines: list[tuple[str, str, str]], canonical: tuple[int, str, str]
+) -> None:
+    """Every frame, of the canonical shape or not, gives what sseclient-py gives."""
+    position, kind, data = canonical
+    frames = [
+        f"id: {position}\nevent: {kind}\ndata: {data}\n\n".encode(),
+        ("".join(f"{f}{sep}{v}\n" for f, sep, v in lines) + "\n").encode(),
+    ]
+    for frame in frames:
+        ours = [(e.id, e.event, e.data) for e in _events(iter([frame]))]
+        theirs = [(e.id, e.event, e.data) for e in sseclient.SSEClient(iter([frame])).events()]
+        assert ours == theirs, frame

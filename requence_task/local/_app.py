@@ -244,14 +244,24 @@ def build_app(rq: LocalRequence) -> Starlette:
                 # Catch up from the store, page by page.
                 while True:
                     events = read()
+                    # One write per page of history: a reader that went away
+                    # costs one failed write, not one per event.
+                    batch: list[bytes] = []
+                    done = False
                     for event in events:
-                        yield frame(event)
+                        batch.append(frame(event))
                         after = event.position
                         sent += 1
                         if task_id is not None and event.type in TERMINAL_UPDATE_TYPES:
-                            return
+                            done = True
+                            break
                         if cut_after is not None and sent >= cut_after:
-                            return
+                            done = True
+                            break
+                    if batch:
+                        yield b"".join(batch)
+                    if done:
+                        return
                     if len(events) < _PAGE:
                         break
                 if task_id is not None:
