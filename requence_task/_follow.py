@@ -324,13 +324,13 @@ class Monitor:
                         )
                     self.cond.wait(remaining)
                 if index < len(self.updates):
-                    update = self.updates[index]
-                    index += 1
+                    batch = self.updates[index:]  # all that came: one lock, not one each
+                    index += len(batch)
                 elif self.error is not None:
                     raise self.error
                 else:
                     return
-            yield update
+            yield from batch
 
 
 class Follower:
