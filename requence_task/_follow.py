@@ -14,10 +14,11 @@ source at a time:
   not watch all tasks (or the server sent no ``Date``).
 
 Exactly once: within one stream, positions resume without loss or repeat.
-When the shared stream closes (no awaited task is left on it), monitors that
-nobody waits on are emptied and start again from their first update on the
-next source; a monitor someone waits on that has to move to its own stream
-skips the updates it already has, by ``updateId``.
+The shared stream closes once no task on it is awaited and none is still
+running for a live handle. When it closes, or fails, monitors that nobody
+waits on are emptied and start again from their first update on the next
+source; a monitor someone waits on that has to move to its own stream (watch-all
+refused) skips the updates it already has, by ``updateId``.
 """
 
 from __future__ import annotations
@@ -342,13 +343,21 @@ class Follower:
         # "open", "closed", or "unavailable" (watch-all refused, or not wanted)
         self._state = "closed" if shared else "unavailable"
         self._shared = shared
-        self._floor = 0.0  # the earliest prepare time the open shared stream covers
+        # The open shared stream carries every update from this time on (server
+        # clock): the earliest prepare time it was opened for, less SINCE_MARGIN.
+        self._since = 0.0
         self._attached: dict[object, weakref.ref[Monitor]] = {}
         self._awaited: dict[object, Monitor] = {}  # attached and waited on: held strongly
         self._pending: dict[str, weakref.ref[Monitor]] = {}  # unrouted, prepare time known
         self._added = 0
+        self._deaths = False
         self._stream: ResumingStream | None = None
         self._clock_offset = 0.0  # server clock minus ours, from the last Date header
+
+    def _died(self, _ref: object) -> None:
+        # A handle on the shared stream was collected (any thread, no lock):
+        # the next idle check sweeps the dead entries.
+        self._deaths = True
 
     @property
     def shared_open(self) -> bool:
@@ -359,6 +368,7 @@ class Follower:
         self._lock = threading.Lock()
         self._state = "closed" if self._shared else "unavailable"
         self._attached, self._awaited, self._pending = {}, {}, {}
+        self._deaths = False
         self._stream = None
 
     # --- from the task handles ---------------------------------------------------------
@@ -375,7 +385,7 @@ class Follower:
             if (
                 self._state == "open"
                 and monitor.prepared_at is not None
-                and monitor.prepared_at >= self._floor
+                and monitor.prepared_at >= self._since
             ):
                 self._attach(monitor, strong=monitor.wanted)
                 return
@@ -415,7 +425,7 @@ class Follower:
     def _attach(self, monitor: Monitor, *, strong: bool) -> None:
         monitor.source = "shared"
         monitor.stream = self._stream
-        self._attached[monitor.task_id] = weakref.ref(monitor)
+        self._attached[monitor.task_id] = weakref.ref(monitor, self._died)
         if strong:
             self._awaited[monitor.task_id] = monitor
 
@@ -428,7 +438,7 @@ class Follower:
             self._state == "unavailable"
             or prepared_at is None
             or prepared_at < now - REPLAY_WINDOW
-            or (self._state == "open" and prepared_at < self._floor)
+            or (self._state == "open" and prepared_at < self._since)
         ):
             self._own(monitor)
             return
@@ -448,13 +458,14 @@ class Follower:
                 continue
             joining.append(other)
         self._pending.clear()
-        self._floor = min(m.prepared_at for m in joining if m.prepared_at is not None)
+        earliest = min(m.prepared_at for m in joining if m.prepared_at is not None)
+        self._since = earliest - SINCE_MARGIN
         for other in joining:
             self._attach(other, strong=other is monitor or other.wanted)
         self._open()
 
     def _open(self) -> None:
-        since = datetime.fromtimestamp(self._floor - SINCE_MARGIN, tz=timezone.utc).isoformat()
+        since = datetime.fromtimestamp(self._since, tz=timezone.utc).isoformat()
         client = self._client
         stream = ResumingStream(
             client._transport,
@@ -484,6 +495,9 @@ class Follower:
         be awaited next: closing would make the next stream replay it)."""
         if self._state != "open" or self._awaited:
             return
+        if self._attached and not self._deaths:
+            return  # every handle on it is alive (none was collected since the sweep)
+        self._deaths = False
         for key, ref in list(self._attached.items()):
             if ref() is None:
                 del self._attached[key]
