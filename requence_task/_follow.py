@@ -185,8 +185,10 @@ class Monitor:
             if ended:
                 self.terminal = update
             demanded = self._demanded
+            listeners = list(self._listeners) if self._listeners else None
             self.cond.notify_all()
-        self._notify()
+        if listeners:  # (taken under the lock above: one lock per update, not two)
+            self._call(listeners)
         if self._on_update is not None:
             try:
                 self._on_update(update)
@@ -299,6 +301,10 @@ class Monitor:
             if not self._listeners:
                 return
             listeners = list(self._listeners)
+        self._call(listeners)
+
+    @staticmethod
+    def _call(listeners: list[Callable[[], None]]) -> None:
         for listener in listeners:
             try:
                 listener()

@@ -138,6 +138,18 @@ def test_a_bad_timeout_is_refused_before_anything(nb_client: Client) -> None:
     task.result(timeout=30)
 
 
+def test_task_result_with_progress_draws_the_bar_on_stderr(
+    nb_client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The public spelling: Task.result(progress=True), a text bar outside Jupyter.
+    task = Task("nb-steps", client=nb_client)
+    assert task.result(timeout=30, progress=True).result == {"done": True}
+    final = last_draw(capsys.readouterr().err)
+    assert final.startswith("nb-steps: 100%") and "3/3" in final
+    with pytest.raises(ConfigurationError):
+        task.result(timeout=1, progress="yes")  # type: ignore[arg-type]
+
+
 def test_wait_with_progress_counts_tasks_on_stderr(
     nb_client: Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
