@@ -617,8 +617,22 @@ def _configured_specs(config: pytest.Config) -> tuple[list[str], Path, str]:
     specs = [str(s) for s in config.getini(INI_NAME) if str(s).strip()]
     inipath = config.inipath
     base = inipath.parent if inipath is not None else Path(config.rootpath)
-    where = f"{INI_NAME} in {inipath.name}" if inipath is not None else INI_NAME
-    return specs, base, where
+    return specs, base, _ini_origin(config)
+
+
+def _ini_origin(config: pytest.Config) -> str:
+    """Where the ini option's value came from, as the messages name it.
+
+    ``-o``/``--override-ini`` wins over the configuration file (pytest takes the
+    last ``-o`` of a name), so an override is named even when the file has the
+    option too.
+    """
+    overrides = config.getoption("override_ini", None) or []
+    if any(str(item).split("=", 1)[0] == INI_NAME for item in overrides):
+        return f"{INI_NAME} from -o/--override-ini"
+    if config.inipath is not None:
+        return f"{INI_NAME} in {config.inipath.name}"
+    return f"the ini option {INI_NAME}"
 
 
 def _load_spec(spec: str, base: Path, origin: str) -> list[Template]:

@@ -14,24 +14,45 @@ Fenced blocks are chosen by their info string:
 - ```` ```python no-run ````: only compiled (it needs another package, or a
   terminal and Ctrl-C).
 
-Other languages (``bash``, ``text``) are not run.
+Other languages (``bash``, ``text``) are not run. The samples of README.md run
+as those of docs/*.md do, except the ones that define tests:
+tests/plugin/test_pytest_plugin.py runs those under pytest.
+
+The rejected path. A sample that catches ``TaskError`` (or ``RequenceError``)
+around a wait on a task says what happens when Requence rejects the input.
+Its run is traced: if it took that branch (it gave a bad input on purpose),
+that run tested it. If not, it runs once more, with the same token variable,
+on a local Requence whose templates of the same names reject every input.
+There it must take the branch, print Requence's reason if the branch prints
+or exits, and end without a traceback: normally, or by ``SystemExit`` with a
+message or a non-zero status. Only one thing differs in that run: ``assert``
+statements outside ``except`` clauses are evaluated but not checked, since
+they state what the accepted input gives. The samples of docs/local-server.md
+serve their own templates, so they must take such a branch themselves.
 """
 
 from __future__ import annotations
 
+import ast
+import copy
+import io
 import os
 import re
+import runpy
 import subprocess
 import sys
 import threading
+import traceback
 import types
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 DOC = ROOT / "docs" / "local-server.md"
 SELF_SERVED = {"local-server.md"}
@@ -64,10 +85,10 @@ def samples(text: str) -> list[Sample]:
 PYTHON = [s for s in samples(DOC.read_text(encoding="utf-8")) if s.language == "python"]
 CLIENT_SAMPLES = [
     (doc.name, s)
-    for doc in DOCS
+    for doc in [README, *DOCS]
     if doc.name not in SELF_SERVED
     for s in samples(doc.read_text(encoding="utf-8"))
-    if s.language == "python"
+    if s.language == "python" and not (doc is README and re.search(r"^def test_", s.code, re.M))
 ]
 KNOWN_FLAGS = {"no-run", "pytest"}
 
@@ -109,7 +130,17 @@ def test_a_raising_sample_fails() -> None:
 
 
 def run_sample(sample: Sample) -> None:
-    exec_sample(compile(sample.code, f"{DOC.name}:{sample.line}", "exec"))
+    filename = f"{DOC.name}:{sample.line}"
+    tree = ast.parse(sample.code, filename)
+    with lines_run(filename) as ran:
+        exec_sample(compile(tree, filename, "exec"))
+    # These samples start their own servers: no other server can reject their input,
+    # so a branch for a rejected input must be one they take themselves.
+    untaken = [h for h in rejection_handlers(tree) if h.body[0].lineno not in ran]
+    assert not untaken, (
+        f"{filename}: the except clause at line {untaken[0].lineno} handles a rejected "
+        "input, but the sample never takes it. Give it an input its template rejects."
+    )
 
 
 @pytest.mark.parametrize("sample", PYTHON, ids=[s.id for s in PYTHON])
@@ -142,18 +173,45 @@ def run_pytest_sample(sample: Sample, tmp_path: Path) -> None:
     assert not re.search(r"\b(failed|error|errors|skipped)\b", done.stdout), done.stdout
 
 
+def sample_templates() -> list[Any]:
+    """What the client samples run on: the demo's ``greeting``, and the
+    ``my-template`` of examples/templates.py (README.md's)."""
+    from requence_task.local._demo import DEMO_TEMPLATES
+
+    examples = runpy.run_path(str(ROOT / "examples" / "templates.py"))["templates"]
+    return [*DEMO_TEMPLATES, *examples]
+
+
+# Every input fails this schema, and Requence's reason quotes it: a sample that
+# prints the reason prints this.
+REJECTING_SCHEMA_VALUE = "an input no doc sample gives"
+
+
 @pytest.fixture(scope="module")
 def demo_token() -> Iterator[str]:
     from requence_task.local import LocalRequence
-    from requence_task.local._demo import DEMO_TEMPLATES
 
-    with LocalRequence(DEMO_TEMPLATES, concurrency=4) as rq:
+    with LocalRequence(sample_templates(), concurrency=4) as rq:
+        yield rq.access_token
+
+
+@pytest.fixture(scope="module")
+def rejecting_token() -> Iterator[str]:
+    """A local Requence with a template of each name the samples use, each of
+    which rejects every input."""
+    from requence_task.local import LocalRequence, Template
+
+    rejecting = [
+        Template(t.name, input_schema={"const": REJECTING_SCHEMA_VALUE}) for t in sample_templates()
+    ]
+    with LocalRequence(rejecting) as rq:
         yield rq.access_token
 
 
 def test_client_pages_have_samples() -> None:
     pages = {name for name, _ in CLIENT_SAMPLES}
     assert {
+        "README.md",
         "starting-tasks.md",
         "streaming-updates.md",
         "tasks-by-id.md",
@@ -165,17 +223,152 @@ def test_client_pages_have_samples() -> None:
     ("page", "sample"), CLIENT_SAMPLES, ids=[f"{p}-{s.id}" for p, s in CLIENT_SAMPLES]
 )
 def test_client_sample(
-    page: str, sample: Sample, demo_token: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    page: str,
+    sample: Sample,
+    demo_token: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
+    filename = f"{page}:{sample.line}"
     if "no-run" in sample.flags:
-        compile(sample.code, f"{page}:{sample.line}", "exec")
+        compile(sample.code, filename, "exec")
         pytest.skip("marked no-run")
     if "pytest" in sample.flags:
         run_pytest_sample(sample, tmp_path)
         return
     monkeypatch.delenv("REQUENCE_ACCESS_TOKEN", raising=False)
     monkeypatch.setenv("REQUENCE_TASK_ACCESS_TOKEN", demo_token)
-    exec_sample(compile(sample.code, f"{page}:{sample.line}", "exec"))
+    tree = ast.parse(sample.code, filename)
+    with lines_run(filename) as ran:
+        exec_sample(compile(tree, filename, "exec"))
+    if any(h.body[0].lineno not in ran for h in rejection_handlers(tree)):
+        monkeypatch.setenv("REQUENCE_TASK_ACCESS_TOKEN", request.getfixturevalue("rejecting_token"))
+        run_rejected(tree, filename)
+
+
+# --- the rejected path -------------------------------------------------------------
+
+# What a sample catches a rejection as, and the calls that wait for a task of its own.
+_REJECTION_CLASSES = {"TaskError", "RequenceError"}
+_TASK_WAITS = {"Task", "map", "finalized", "task_id", "task_url", "result", "updates"}
+
+
+def _name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _called(node: ast.AST) -> str | None:
+    return _name(node.func) if isinstance(node, ast.Call) else None
+
+
+def rejection_handlers(tree: ast.AST) -> list[ast.ExceptHandler]:
+    """The ``except TaskError`` / ``except RequenceError`` clauses of a ``try``
+    that starts or waits for a task (a call in ``_TASK_WAITS``, or a ``for``
+    over its updates): where a sample says what a rejected input does."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        inside = [n for stmt in node.body for n in ast.walk(stmt)]
+        if not any(_called(n) in _TASK_WAITS or isinstance(n, ast.For) for n in inside):
+            continue
+        for handler in node.handlers:
+            caught = set() if handler.type is None else set(map(_name, ast.walk(handler.type)))
+            if caught & _REJECTION_CLASSES:
+                found.append(handler)
+    return found
+
+
+def _reports(handler: ast.ExceptHandler) -> bool:
+    """Whether the clause prints something or exits with a message."""
+    for node in ast.walk(handler):
+        if _called(node) == "print":
+            return True
+        exc = node.exc if isinstance(node, ast.Raise) else None
+        if isinstance(exc, ast.Call) and _called(exc) == "SystemExit" and exc.args:
+            return True
+    return False
+
+
+class _AssertsUnchecked(ast.NodeTransformer):
+    """``assert X`` becomes ``X`` outside ``except`` clauses (inside one, it is
+    a promise about the error and stays)."""
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.ExceptHandler:
+        return node
+
+    def visit_Assert(self, node: ast.Assert) -> ast.Expr:
+        return ast.copy_location(ast.Expr(node.test), node)
+
+
+@contextmanager
+def lines_run(filename: str) -> Iterator[set[int]]:
+    """The line numbers run, in this thread, of code compiled as ``filename``."""
+    ran: set[int] = set()
+
+    def in_sample(frame: types.FrameType, event: str, arg: object) -> Any:
+        if event == "line":
+            ran.add(frame.f_lineno)
+        return in_sample
+
+    def on_call(frame: types.FrameType, event: str, arg: object) -> Any:
+        return in_sample if frame.f_code.co_filename == filename else None
+
+    previous = sys.gettrace()
+    sys.settrace(on_call)
+    try:
+        yield ran
+    finally:
+        sys.settrace(previous)
+
+
+def run_rejected(tree: ast.Module, filename: str) -> str:
+    """Run a sample on a Requence that rejects its input (the caller's token);
+    returns what it printed. Fails unless it takes its rejected branch, says
+    Requence's reason if that branch prints or exits, and ends without a
+    traceback."""
+    handlers = rejection_handlers(tree)
+    unchecked = ast.fix_missing_locations(_AssertsUnchecked().visit(copy.deepcopy(tree)))
+    output = io.StringIO()
+    escaped = exit_code = None
+    stopped = False
+    with lines_run(filename) as ran, redirect_stdout(output), redirect_stderr(output):
+        try:
+            exec_sample(compile(unchecked, filename, "exec"))
+        except SystemExit as stop:
+            stopped, exit_code = True, stop.code
+            if isinstance(stop.code, str):  # Python prints it, as the script's last words
+                print(stop.code, file=sys.stderr)
+        except Exception:
+            escaped = traceback.format_exc()
+    printed = output.getvalue()
+    where = f"{filename}, with an input its template rejects"
+    assert escaped is None, (
+        f"{where}: the sample raised instead of handling the rejection. Its except clause "
+        "must end the script (e.g. raise SystemExit(f'rejected: {err.server_message}')) "
+        "rather than go on with the rejected task.\n"
+        f"It printed:\n{printed}\n{escaped}"
+    )
+    assert not stopped or exit_code not in (None, 0), (
+        f"{where}: the sample exited with status 0; a rejected input is a failure, so exit "
+        "with a message or a non-zero status."
+    )
+    taken = [h for h in handlers if h.body[0].lineno in ran]
+    assert taken, (
+        f"{where}: the sample ended without going through its except clause (line "
+        f"{', '.join(str(h.lineno) for h in handlers)}). It printed:\n{printed}"
+    )
+    if any(_reports(h) for h in taken):
+        assert REJECTING_SCHEMA_VALUE in printed, (
+            f"{where}: the except clause reports the rejection without Requence's reason; "
+            f"print err.server_message (or the error). It printed:\n{printed}"
+        )
+    return printed
 
 
 def exec_sample(code: types.CodeType) -> None:
@@ -187,3 +380,99 @@ def exec_sample(code: types.CodeType) -> None:
             exec(code, module.__dict__)
     finally:
         del sys.modules[module.__name__]
+
+
+# --- the rejected path, checked itself -------------------------------------------------
+
+GOES_ON = """
+from requence_task import Task, TaskError
+
+task = Task("greeting", input={"name": "Ada"})
+try:
+    task.finalized(timeout=10)
+except TaskError as err:
+    print("rejected:", err.server_message)
+for update in task:
+    print(update.type)
+"""
+
+STOPS = GOES_ON.replace(
+    'print("rejected:", err.server_message)', 'raise SystemExit(f"rejected: {err.server_message}")'
+)
+
+
+def _rejected(code: str, token: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.delenv("REQUENCE_ACCESS_TOKEN", raising=False)
+    monkeypatch.setenv("REQUENCE_TASK_ACCESS_TOKEN", token)
+    return run_rejected(ast.parse(code, "check.md:1"), "check.md:1")
+
+
+def test_the_rejected_run_passes_a_sample_that_stops_with_the_reason(
+    rejecting_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    printed = _rejected(STOPS, rejecting_token, monkeypatch)
+    assert printed.startswith("rejected: The input failed the template's input schema")
+    assert REJECTING_SCHEMA_VALUE in printed
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (GOES_ON, "the sample raised instead of handling the rejection"),
+        (STOPS.replace('f"rejected: {err.server_message}"', "0"), "exited with status 0"),
+        (STOPS.replace("{err.server_message}", "sorry"), "without Requence's reason"),
+        (STOPS.replace("except TaskError", "except ValueError"), "raised instead of handling"),
+        (
+            "from requence_task import Task, TaskError\n\n"
+            "task = Task('greeting', input={'name': 'Ada'})\n"
+            "try:\n    task.task_id(timeout=10)\nexcept TaskError as err:\n    print(err)\n",
+            "without going through its except clause (line 6)",
+        ),
+    ],
+    ids=["goes-on", "exit-0", "no-reason", "wrong-class", "not-taken"],
+)
+def test_the_rejected_run_fails_a_sample_that_mishandles_a_rejection(
+    code: str, message: str, rejecting_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        _rejected(code, rejecting_token, monkeypatch)
+
+
+def test_rejection_handlers_are_those_around_a_wait_on_a_task() -> None:
+    code = """
+from requence_task import RequenceError, Task, TaskError, abort_task
+import requence_task
+
+task = Task("greeting", input={"name": "Ada"})
+try:
+    task.finalized(timeout=10)
+except (KeyError, requence_task.TaskError):
+    pass
+try:
+    for update in task:
+        pass
+except RequenceError:
+    pass
+try:
+    abort_task(task_id)              # a conflict, not a rejected input
+except TaskError:
+    pass
+try:
+    task.result(timeout=10)
+except ValueError:
+    pass
+"""
+    assert [h.lineno for h in rejection_handlers(ast.parse(code))] == [8, 13]
+
+
+def test_a_self_served_sample_must_take_its_rejected_branch() -> None:
+    code = (
+        "from requence_task import TaskError\n\n\n"
+        "def never_called(task):\n"
+        "    try:\n"
+        "        task.finalized(timeout=10)\n"
+        "    except TaskError as err:\n"
+        "        raise SystemExit(err.server_message)\n"
+    )
+    with pytest.raises(AssertionError, match="never takes it"):
+        run_sample(Sample("python", code, 1))

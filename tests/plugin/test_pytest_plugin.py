@@ -381,6 +381,95 @@ def test_a_bad_templates_spec_fails_only_the_tests_that_use_it_with_a_clear_mess
         assert "requence_templates in pytest.ini" in output  # where the bad spec is
 
 
+# Where a templates spec can come from: (config file name, its text, extra pytest arguments,
+# what the message must name). The spec is bad in each, so the fixture fails naming it.
+BAD = "no_such_module:TEMPLATES"
+SPEC_SOURCES = {
+    "pyproject.toml": (
+        "pyproject.toml",
+        f'[tool.pytest.ini_options]\nrequence_templates = "{BAD}"\n',
+        [],
+        "requence_templates in pyproject.toml = ",
+    ),
+    "pytest.ini": (
+        "pytest.ini",
+        f"[pytest]\nrequence_templates = {BAD}\n",
+        [],
+        "requence_templates in pytest.ini = ",
+    ),
+    "tox.ini": (
+        "tox.ini",
+        f"[pytest]\nrequence_templates = {BAD}\n",
+        [],
+        "requence_templates in tox.ini = ",
+    ),
+    "setup.cfg": (
+        "setup.cfg",
+        f"[tool:pytest]\nrequence_templates = {BAD}\n",
+        [],
+        "requence_templates in setup.cfg = ",
+    ),
+    # An override beside a config file that has a good spec, and one that has none at all.
+    "-o over pyproject.toml": (
+        "pyproject.toml",
+        '[tool.pytest.ini_options]\nrequence_templates = "flows"\npythonpath = "."\n',
+        ["-o", f"requence_templates={BAD}"],
+        "requence_templates from -o/--override-ini = ",
+    ),
+    "--override-ini over tox.ini": (
+        "tox.ini",
+        "[pytest]\npythonpath = .\n",
+        [f"--override-ini=requence_templates={BAD}"],
+        "requence_templates from -o/--override-ini = ",
+    ),
+    "-o without a config file": (
+        None,
+        "",
+        ["-o", f"requence_templates={BAD}"],
+        "requence_templates from -o/--override-ini = ",
+    ),
+    "--requence-templates over pyproject.toml": (
+        "pyproject.toml",
+        '[tool.pytest.ini_options]\nrequence_templates = "flows"\npythonpath = "."\n',
+        [f"--requence-templates={BAD}"],
+        "--requence-templates = ",
+    ),
+}
+
+
+@pytest.mark.parametrize("source", list(SPEC_SOURCES))
+def test_a_bad_spec_is_reported_with_its_real_source(
+    pytester: pytest.Pytester, source: str
+) -> None:
+    config_file, config_text, args, named = SPEC_SOURCES[source]
+    if config_file is not None:
+        (pytester.path / config_file).write_text(config_text, encoding="utf-8")
+    pytester.makepyfile(flows=FLOWS, test_it="def test_it(requence_local):\n    pass\n")
+    result = pytester.runpytest(*INNER_ARGS, *args)
+    result.assert_outcomes(errors=1)
+    # The header names the config file too ("configfile: ..."): look at the message alone.
+    [line] = [ln for ln in result.stdout.lines if "the module 'no_such_module' is not" in ln]
+    assert f"{named}'{BAD}'" in line, line
+    # No other source is named: in particular not the config file an override overrides.
+    for other in {"pyproject.toml", "pytest.ini", "tox.ini", "setup.cfg"}:
+        assert other in named or other not in line, line
+    assert ("override" in named) == ("override" in line), line
+
+
+def test_an_overridden_fixture_is_named_not_the_config_file(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml(f'[tool.pytest.ini_options]\nrequence_templates = "{BAD}"\n')
+    pytester.makeconftest(
+        "import pytest\n\n\n@pytest.fixture(scope='session')\n"
+        "def requence_templates():\n    return 'greet'\n"
+    )
+    pytester.makepyfile(test_it="def test_it(requence_local):\n    pass\n")
+    result = pytester.runpytest(*INNER_ARGS, "-o", f"requence_templates={BAD}")
+    result.assert_outcomes(errors=1)
+    [line] = [ln for ln in result.stdout.lines if "must give a list of" in ln]
+    assert "the requence_templates fixture must give" in line, line
+    assert "pyproject.toml" not in line and "override" not in line, line
+
+
 @pytest.mark.parametrize(
     ("conftest", "message"),
     [
