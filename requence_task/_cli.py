@@ -4,6 +4,10 @@ Commands that talk to Requence (``run``, ``get``, ``abort``, ``protect``,
 ``watch``, ``generate-types``) use the public client API. The local server
 commands (``local serve``, ``demo``) run a :class:`requence_task.local.LocalRequence`.
 
+Run as ``python -m requence_task``, and on a usage error, it warns when the
+``requence-task`` command is another package's (the official client installs
+one of that name over ours).
+
 Exit codes: 0 success; 1 the task failed or was aborted (or Requence answered
 something unexpected); 2 bad usage or input rejected; 3 Requence unreachable;
 4 the access token was refused; 130 interrupted (Ctrl-C).
@@ -16,10 +20,12 @@ import json
 import logging
 import os
 import queue
+import re
 import runpy
 import shutil
 import signal
 import sys
+import sysconfig
 import time
 import traceback
 import warnings
@@ -29,6 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn, TextIO
+
+from . import _state
 
 if TYPE_CHECKING:
     from . import Client, Task, Update
@@ -73,6 +81,102 @@ class _Failure(Exception):
     """Something went wrong that is not the user's fault: one line, exit code 1."""
 
 
+# --- another package's requence-task command ------------------------------------------
+#
+# The official client (``pip install requence``) has a console script of the same
+# name; installed after this package, it replaces ours, and ``requence-task local``
+# then answers "invalid choice: 'local'". Our code cannot run then, except as
+# ``python -m requence_task``: that, and usage errors, say what happened.
+
+_PYTHON_M = "python -m requence_task"
+# The line of a console-script wrapper that names its module ("from pkg.cli import main").
+_SCRIPT_IMPORT = re.compile(rb"^from ([A-Za-z_][\w.]*) import [A-Za-z_]\w*", re.MULTILINE)
+_SCRIPT_LIMIT = 1 << 20  # a wrapper is small; a Windows launcher holds it near its end
+_other_command_said = False
+
+
+def _script_module(path: Path) -> str | None:
+    """The module a console-script wrapper runs, or ``None`` if ``path`` is not one."""
+    try:
+        with path.open("rb") as script:
+            head = script.read(_SCRIPT_LIMIT)
+    except OSError:
+        return None
+    found = _SCRIPT_IMPORT.findall(head)
+    return found[-1].decode("ascii") if found else None
+
+
+def _distribution_of(module: str) -> str | None:
+    """The installed distribution whose ``requence-task`` console script runs ``module``."""
+    from importlib.metadata import entry_points
+
+    try:
+        for entry in entry_points(group="console_scripts", name=_PROG):
+            if entry.module == module and entry.dist is not None:
+                return str(entry.dist.name)
+    except Exception:  # a broken distribution elsewhere must not break the command
+        return None
+    return None
+
+
+def other_command() -> str | None:
+    """A warning if the ``requence-task`` command of this environment (or the one
+    first on PATH) runs another package than this one; ``None`` when it is ours or
+    there is none. Cheap: it reads a wrapper script or two, never imports them."""
+    places = [Path(sysconfig.get_path("scripts"), name) for name in (_PROG, _PROG + ".exe")]
+    on_path = shutil.which(_PROG)
+    if on_path is not None:
+        places.append(Path(on_path))
+    for path in places:
+        module = _script_module(path)
+        if module is None or module.split(".")[0] == __package__:
+            continue
+        owner = _distribution_of(module)
+        where = f"the {owner!r} distribution" if owner else "another package"
+        return (
+            f"{_PROG}: warning: the {_PROG} command at {path} is not this package's: it runs "
+            f"{module} of {where}. The official client (pip install requence) installs a "
+            f"{_PROG} command of its own over this one. '{_PYTHON_M} ...' always runs this "
+            "one; to have the command back, install requence in a separate virtual "
+            "environment and reinstall this package here (pip install --force-reinstall "
+            "requence_task)."
+        )
+    return None
+
+
+def _say_other_command() -> None:
+    """Print :func:`other_command`'s warning on stderr, at most once per run."""
+    global _other_command_said
+    if _other_command_said:
+        return
+    _other_command_said = True
+    try:
+        warning = other_command()
+    except Exception:  # never in the way of the command itself
+        return
+    if warning is not None:
+        _err(warning)
+
+
+def _run_as_python_m() -> bool:
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    return getattr(spec, "name", None) == f"{__package__}.__main__"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors name the help that always works and say when the
+    ``requence-task`` command is another package's."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        help_command = _PYTHON_M + self.prog.removeprefix(_PROG)
+        _err(f"{self.prog}: error: {message}")
+        _err(f"{_PROG}: see '{help_command} --help' (it always runs this package's command)")
+        _say_other_command()
+        self.exit(EXIT_USAGE)
+
+
 # --- the parser ------------------------------------------------------------------
 
 
@@ -82,14 +186,14 @@ def _parser() -> argparse.ArgumentParser:
 
     # Options accepted after the subcommand too. SUPPRESS: a subcommand that was
     # not given the option leaves what the main parser read alone.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--debug",
         action="store_true",
         default=argparse.SUPPRESS,
         help="log at debug level, show tracebacks",
     )
-    token = argparse.ArgumentParser(add_help=False)
+    token = _Parser(add_help=False)
     token.add_argument(
         "--access-token",
         metavar="TOKEN",
@@ -99,7 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     api = [common, token]
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=_PROG,
         description="Start and monitor Requence tasks, and run a local Requence.",
         epilog=_EPILOG,
@@ -547,51 +651,59 @@ def read_input(spec: str | None) -> Any:
         raise _UsageError(f"the task input from {where} is not valid JSON: {err}") from None
 
 
-class _Progress:
-    """The status line of ``run`` on a terminal: one line on stderr, redrawn with ``\\r``."""
+# The status line's words for a task's state with no node running (else "task <state>").
+_PHASES = {
+    _state.CREATING: "creating the task",
+    _state.CREATED: "starting the task",
+    _state.STARTED: "task started",
+    _state.RUNNING: "running",
+    _state.NOT_CREATED: "the task could not be created",
+}
 
-    def __init__(self, stream: TextIO, started: float) -> None:
+
+class _Progress:
+    """The status line of ``run`` on a terminal: one line on stderr, redrawn with ``\\r``.
+
+    The task's state and its nodes' come from :mod:`requence_task._state`, as
+    for ``repr(task)`` and the notebook views: after an abort the node it
+    stopped shows as aborted, never as running.
+    """
+
+    def __init__(self, stream: TextIO, started: float, task: Task) -> None:
         self.stream = stream
         self.started = started
-        self.running: dict[str, str] = {}
-        self.done = 0
-        self.failed = 0
-        self.phase = "creating the task"
+        self.task = task
+        # (The id may not be known yet: then the task's own updates are those
+        # without a root task id.)
+        self.fold = _state.NodeFold(_state.known_id(task))
         self.shown = 0
 
     def feed(self, update: Update) -> None:
-        from ._protocol import (
-            NODE_DEFER,
-            NODE_END,
-            NODE_ERROR,
-            NODE_START,
-            TASK_START,
-        )
+        from . import NodeErrorUpdate
 
-        node = getattr(update, "node", None)
-        if update.type == TASK_START:
-            self.phase = "task started"
-        elif node is not None and update.type == NODE_START:
-            self.running[node.id] = _node_label(update)
-        elif node is not None and update.type == NODE_DEFER:
-            self.running[node.id] = f"{_node_label(update)} (deferred)"
-        elif node is not None and update.type == NODE_END:
-            self.running.pop(node.id, None)
-            self.done += 1
-        elif node is not None and update.type == NODE_ERROR:
-            self.running.pop(node.id, None)
-            self.failed += 1
-            self.say(f"node {_node_label(update)} failed: {getattr(update, 'error', '')}")
-        elif update.is_terminal:
-            self.phase = "ending"
+        node = self.fold.feed(update)
+        if node is not None and isinstance(update, NodeErrorUpdate):
+            self.say(f"node {node.label} failed: {update.error}")
         self.draw()
 
     def text(self) -> str:
+        fold = self.fold
+        state, _detail = _state.task_state(self.task, fold)
+        active = fold.active()
+        if active:
+            what = "running " + ", ".join(
+                node.label + (" (deferred)" if node.state == _state.NODE_DEFERRED else "")
+                for node in active
+            )
+        else:
+            what = _PHASES.get(state, f"task {state}")
+        ended = fold.count(_state.NODE_ENDED)
+        done = f"{ended} node{'s' if ended != 1 else ''} done"
+        for word in (_state.NODE_FAILED, _state.NODE_ABORTED, _state.NODE_STOPPED):
+            count = fold.count(word)
+            if count:
+                done += f", {count} {word}"
         elapsed = time.monotonic() - self.started
-        what = "running " + ", ".join(self.running.values()) if self.running else self.phase
-        done = f"{self.done} node{'s' if self.done != 1 else ''} done"
-        if self.failed:
-            done += f", {self.failed} failed"
         return f"{what} · {done} · {elapsed:.1f} s"
 
     def draw(self) -> None:
@@ -632,7 +744,7 @@ def _run(args: argparse.Namespace) -> int:
             client=client,
             on_update=None if args.no_wait else updates.put,
         )
-        progress = _Progress(sys.stderr, started) if mode == "terminal" else None
+        progress = _Progress(sys.stderr, started, task) if mode == "terminal" else None
         try:
             if args.no_wait:
                 return _started(task, json_output=args.json)
@@ -986,6 +1098,10 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    global _other_command_said
+    _other_command_said = False
+    if argv is None and _run_as_python_m():
+        _say_other_command()
     parser = _parser()
     try:
         args = parser.parse_args(argv)

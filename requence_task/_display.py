@@ -7,8 +7,13 @@ URLs, and nothing of the client (its token) is ever shown.
 
 The progress bars come from tqdm, an optional extra
 (``pip install 'requence_task[progress]'``): an ipywidgets widget under a
-Jupyter kernel, a text bar anywhere else. The bar is drawn on the waiting
-thread only; the task's updates wake it through the handle's listener.
+Jupyter kernel (``pip install 'requence_task[notebook]'`` brings both), a
+text bar anywhere else, and in a kernel without ipywidgets (with a warning,
+once). The bar is drawn on the waiting thread only; the task's updates wake
+it through the handle's listener.
+
+What a task and its nodes are (running, aborted, ...) comes from
+:mod:`requence_task._state`, as for ``repr(task)`` and the command line.
 """
 
 from __future__ import annotations
@@ -19,32 +24,30 @@ import os
 import sys
 import threading
 import time
+import warnings
 from html import escape
 from typing import IO, TYPE_CHECKING, Any
 
-from ._errors import (
-    ConfigurationError,
-    TaskAbortedError,
-    TaskError,
-    TaskFailedError,
-    TaskTimeoutError,
-)
+from ._errors import ConfigurationError, TaskTimeoutError
 from ._fanout import check_timeout, wait_stepwise
-from ._protocol import TASK_ABORTED, TASK_END, TASK_ERROR
-from ._updates import (
-    NodeDeferUpdate,
-    NodeEndUpdate,
-    NodeErrorUpdate,
-    NodeInfo,
-    NodeUpdateUpdate,
-    TaskResult,
-    Update,
+from ._state import (
+    NODE_ACTIVE,
+    NODE_DEFERRED,
+    NODE_ENDED,
+    NODE_FAILED,
+    SUCCEEDED,
+    NodeFold,
+    fold_task,
+    known_id,
+    task_state,
 )
+from ._updates import TaskResult, Update
 
 if TYPE_CHECKING:
     from ._task import Task
 
 INSTALL_PROGRESS = "pip install 'requence_task[progress]'"
+INSTALL_NOTEBOOK = "pip install 'requence_task[notebook]'"
 
 # How much of a JSON value a view shows; the rest is cut with an ellipsis.
 _CELL_LIMIT = 300
@@ -62,6 +65,7 @@ _STATE_COLOURS = {
     "ended": "#1a7f37",
     "failed": "#cf222e",
     "aborted": "#9a6700",
+    "stopped": "#9a6700",
     "rejected": "#cf222e",
     "could not be created": "#cf222e",
     "error": "#cf222e",
@@ -98,7 +102,7 @@ def _link(url: str | None, label: str) -> str:
     return escape(label)
 
 
-def _state(state: str, detail: str | None = None) -> str:
+def _state_cell(state: str, detail: str | None = None) -> str:
     colour = _STATE_COLOURS.get(state)
     shown = escape(state)
     if colour is not None:
@@ -134,54 +138,19 @@ def _box(kind: str, inner: str) -> str:
     return f'<div class="requence-task-{kind}" style="font-size:0.9em">{inner}</div>'
 
 
-class _Node:
-    __slots__ = ("data", "error", "has_data", "label", "reason", "state")
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.state = "running"
-        self.data: Any = None
-        self.has_data = False
-        self.error: str | None = None
-        self.reason: str | None = None
-
-
-def fold_nodes(updates: list[Update], task_id: str | None) -> list[_Node]:
-    """The nodes seen in ``updates``, in the order they first appeared."""
-    nodes: dict[tuple[str, str], _Node] = {}
-    for update in updates:
-        node = getattr(update, "node", None)
-        if not isinstance(node, NodeInfo):
-            continue
-        key = (update.task_id, node.id)
-        entry = nodes.get(key)
-        if entry is None:
-            label = node.alias or node.id
-            if task_id is not None and update.task_id != task_id:
-                label += f" (sub-task {update.task_id})"
-            entry = nodes[key] = _Node(label)
-        if isinstance(update, NodeUpdateUpdate):
-            entry.data, entry.has_data = update.data, True
-        elif isinstance(update, NodeErrorUpdate):
-            entry.state, entry.error = "failed", update.error
-        elif isinstance(update, NodeDeferUpdate):
-            if entry.state != "failed":
-                entry.state, entry.reason = "deferred", update.reason
-        elif isinstance(update, NodeEndUpdate) and entry.state != "failed":
-            entry.state = "ended"
-    return list(nodes.values())
-
-
-def _node_rows(nodes: list[_Node]) -> list[tuple[str, str, str]]:
+def _node_rows(fold: NodeFold) -> list[tuple[str, str, str]]:
     rows = []
-    for node in nodes:
+    for node in fold.nodes:
+        label = node.label
+        if fold.task_id is not None and node.task_id != fold.task_id:
+            label += f" (sub-task {node.task_id})"
         if node.error is not None:
             cell = f'<span style="color:#cf222e">{_text(node.error)}</span>'
         elif node.has_data:
             cell = _code(node.data)
         else:
             cell = ""
-        rows.append((node.label, _state(node.state, node.reason), cell))
+        rows.append((label, _state_cell(node.state, node.reason), cell))
     return rows
 
 
@@ -198,73 +167,36 @@ def _succeeded(future: Any) -> bool:
     return bool(future.done() and not future.cancelled() and future.exception() is None)
 
 
-def task_state(task: Task, updates: list[Update]) -> tuple[str, str | None]:
-    """The task's state and a detail (its error), from what the handle knows now."""
-    prepared, created = task._prepared, task._created
-    if not prepared.done():
-        return "creating", None
-    error = _future_error(prepared)
-    if error is not None:
-        return "could not be created", str(error)
-    result = task.future
-    if result.done() and not result.cancelled():
-        error = result.exception()
-        if error is None:
-            return "succeeded", None
-        if isinstance(error, TaskFailedError):
-            return "failed", error.reason
-        if isinstance(error, TaskAbortedError):
-            return "aborted", error.reason
-        if isinstance(error, TaskError) and error is _future_error(created):
-            return "rejected", error.server_message or str(error)
-        return "error", str(error)
-    terminal = next((u for u in reversed(updates) if u.is_terminal), None)
-    if terminal is not None:  # the result is being settled (an ack, say)
-        states = {TASK_END: "succeeded", TASK_ERROR: "failed", TASK_ABORTED: "aborted"}
-        return states.get(terminal.type, terminal.type), getattr(terminal, "reason", None)
-    if not created.done():
-        return "created", None
-    error = _future_error(created)
-    if error is not None:
-        return ("aborted" if isinstance(error, TaskAbortedError) else "rejected"), str(error)
-    return ("running" if updates else "started"), None
-
-
-def _seen_updates(task: Task) -> list[Update]:
-    # What the handle has seen so far; never waits, never starts following the task.
-    updates, _finished, _error = task._updates_since(0, demand=False)
-    return updates
-
-
 def task_html(task: Task) -> str:
     """``Task._repr_html_``: template, id (linked), state, and the nodes so far."""
-    updates = _seen_updates(task)
-    task_id = task._prepared.result() if _succeeded(task._prepared) else None
+    result = task.future  # asking starts monitoring; the view shows what is known now
+    fold = fold_task(task)
+    task_id = known_id(task)
     url = task.task_url(0) if _succeeded(task._created) else None
-    state, detail = task_state(task, updates)
+    state, detail = task_state(task, fold)
     rows = [("template", escape(str(task.template)) if task.template is not None else "")]
     if task.name is not None:
         rows.append(("name", _text(task.name)))
     rows.append(("task", _link(url, task_id) if task_id is not None else "(not created yet)"))
-    rows.append(("state", _state(state, detail)))
-    if state == "succeeded" and _succeeded(task.future):
-        rows.append(("result", _code(task.future.result().result, _BLOCK_LIMIT)))
-    return _box("task", _rows(rows) + _node_table(_node_rows(fold_nodes(updates, task_id))))
+    rows.append(("state", _state_cell(state, detail)))
+    if state == SUCCEEDED and _succeeded(result):
+        rows.append(("result", _code(result.result().result, _BLOCK_LIMIT)))
+    return _box("task", _rows(rows) + _node_table(_node_rows(fold)))
 
 
 def result_html(result: TaskResult) -> str:
     """``TaskResult._repr_html_``: the task, its input and result, and each node's data."""
     rows = [
         ("task", _link(result.task_url, result.task_id)),
-        ("state", _state("succeeded")),
+        ("state", _state_cell(SUCCEEDED)),
         ("input", _code(result.input, _BLOCK_LIMIT)),
         ("result", _code(result.result, _BLOCK_LIMIT)),
     ]
     nodes: list[tuple[str, str, str]] = [
-        (alias, _state("ended"), _code(data)) for alias, data in result.node_data.items()
+        (alias, _state_cell(NODE_ENDED), _code(data)) for alias, data in result.node_data.items()
     ]
     nodes += [
-        (alias, _state("failed"), f'<span style="color:#cf222e">{_text(error)}</span>')
+        (alias, _state_cell(NODE_FAILED), f'<span style="color:#cf222e">{_text(error)}</span>')
         for alias, error in result.node_errors.items()
     ]
     return _box("result", _rows(rows) + _node_table(nodes))
@@ -274,12 +206,19 @@ def result_html(result: TaskResult) -> str:
 
 
 def require_tqdm() -> Any:
-    """The ``tqdm.std`` module, or a :class:`ConfigurationError` saying how to get it."""
+    """The ``tqdm.std`` module, or a :class:`ConfigurationError` saying how to get it
+    (the ``notebook`` extra under a Jupyter kernel, the ``progress`` extra elsewhere)."""
     try:
         return importlib.import_module("tqdm.std")
     except ImportError:
+        if in_notebook():
+            how = (
+                f"{INSTALL_NOTEBOOK} (tqdm, and ipywidgets for the widget), then restart the kernel"
+            )
+        else:
+            how = INSTALL_PROGRESS
         raise ConfigurationError(
-            f"progress=True needs the tqdm package, which is not installed: {INSTALL_PROGRESS}"
+            f"progress=True needs the tqdm package, which is not installed: {how}"
         ) from None
 
 
@@ -316,13 +255,36 @@ def _notebook_tqdm() -> Any:
     return notebook.tqdm
 
 
+_warned_no_widgets = False
+_NO_WIDGETS = (
+    "progress=True: ipywidgets is not installed, so the progress bar is text in the cell's "
+    f"output instead of a widget. For the widget: {INSTALL_NOTEBOOK} (or pip install "
+    "ipywidgets), then restart the kernel."
+)
+
+
+def _warn_no_widgets() -> None:
+    """Say once per process why a kernel gets a text bar (not tqdm's own error)."""
+    global _warned_no_widgets
+    if _warned_no_widgets:
+        return
+    _warned_no_widgets = True
+    # (stacklevel: the caller of Task.result or wait, through progress_bar and its caller)
+    warnings.warn(_NO_WIDGETS, UserWarning, stacklevel=5)
+
+
 def progress_bar(*, total: int | None, desc: str, unit: str, file: IO[str] | None = None) -> Any:
-    """A tqdm bar: a widget under a Jupyter kernel, a text bar elsewhere or on ``file``."""
+    """A tqdm bar: a widget under a Jupyter kernel, a text bar elsewhere or on ``file``.
+
+    Under a kernel without ipywidgets, a text bar in the cell's output, and a
+    warning (once) that says how to get the widget.
+    """
     std = require_tqdm()
     if file is None and in_notebook():
         notebook_tqdm = _notebook_tqdm()
         if notebook_tqdm is not None:
             return notebook_tqdm(total=total, desc=desc, unit=unit, leave=True)
+        _warn_no_widgets()
         file = sys.stdout  # no widgets: a text bar in the cell's output, not red stderr
     return std.tqdm(total=total, desc=desc, unit=unit, file=file, leave=True)
 
@@ -345,30 +307,26 @@ def _set_total(bar: Any, total: int) -> None:
 
 
 class TaskBar:
-    """One task's bar: nodes finished out of the nodes seen, and the current node."""
+    """One task's bar: nodes finished out of the nodes seen, and the current node.
 
-    def __init__(self, bar: Any) -> None:
+    A node counts as finished once it is not running nor deferred (see
+    :mod:`requence_task._state`: after an abort, the node it stopped is
+    ``aborted``, so finished).
+    """
+
+    def __init__(self, bar: Any, task_id: str | None = None) -> None:
         self.bar = bar
-        self.nodes: dict[tuple[str, str], tuple[str, str]] = {}  # key -> (label, state)
-        self.node_updates = 0
+        self.fold = NodeFold(task_id)
         self._drawn_at = 0.0
         self._stale = False  # counted, not drawn yet
 
+    @property
+    def node_updates(self) -> int:
+        return self.fold.node_updates
+
     def feed(self, updates: list[Update]) -> None:
         """Count ``updates``; redraw unless the last redraw is younger than 0.1 s."""
-        for update in updates:
-            node = getattr(update, "node", None)
-            if not isinstance(node, NodeInfo):
-                continue
-            key = (update.task_id, node.id)
-            label, state = self.nodes.get(key, (node.alias or node.id, "running"))
-            if isinstance(update, NodeUpdateUpdate):
-                self.node_updates += 1
-            elif isinstance(update, NodeErrorUpdate):
-                state = "failed"
-            elif isinstance(update, NodeEndUpdate) and state != "failed":
-                state = "ended"
-            self.nodes[key] = (label, state)
+        self.fold.feed_all(updates)
         if updates:
             self._stale = True
         if self._stale:
@@ -382,18 +340,22 @@ class TaskBar:
 
     @property
     def finished(self) -> int:
-        return sum(state != "running" for _, state in self.nodes.values())
+        return sum(node.state not in NODE_ACTIVE for node in self.fold.nodes)
 
     def _postfix(self, outcome: str | None) -> str:
         updates = f"{self.node_updates} update{'s' if self.node_updates != 1 else ''}"
         if outcome is not None:
             return f"{outcome}, {updates}"
-        running = [label for label, state in self.nodes.values() if state == "running"]
-        return f"node={running[-1] if running else '-'}, {updates}"
+        active = self.fold.active()
+        if not active:
+            return f"node=-, {updates}"
+        current = active[-1]
+        deferred = " (deferred)" if current.state == NODE_DEFERRED else ""
+        return f"node={current.label}{deferred}, {updates}"
 
     def _draw(self, *, force: bool, outcome: str | None = None) -> None:
         bar = self.bar
-        total = len(self.nodes)
+        total = len(self.fold.nodes)
         if total and total != bar.total:
             _set_total(bar, total)
         finished = self.finished
@@ -415,16 +377,6 @@ class TaskBar:
                 widget.bar_style = "danger"
         finally:
             self.bar.close()
-
-
-def _outcome(error: BaseException) -> str:
-    if isinstance(error, TaskFailedError):
-        return "failed"
-    if isinstance(error, TaskAbortedError):
-        return "aborted"
-    if isinstance(error, TaskTimeoutError):
-        return "timed out"
-    return "error"
 
 
 def result_with_progress(
@@ -455,7 +407,10 @@ def result_with_progress(
     undo = task._listen(wake.set)
     future.add_done_callback(lambda _future: wake.set())
     deadline = None if seconds is None else time.monotonic() + seconds
-    bar = TaskBar(progress_bar(total=None, desc=task.template or "task", unit="node", file=file))
+    bar = TaskBar(
+        progress_bar(total=None, desc=task.template or "task", unit="node", file=file),
+        known_id(task),
+    )
     outcome, failed = "timed out", True
     try:
         index = 0
@@ -481,10 +436,10 @@ def result_with_progress(
         bar.feed(updates)
         try:
             result = task.result(timeout=0)
-        except BaseException as err:
-            outcome = _outcome(err)
+        except BaseException:
+            outcome = task_state(task, bar.fold)[0]  # what repr, the HTML and the CLI say
             raise
-        outcome, failed = "succeeded", False
+        outcome, failed = SUCCEEDED, False
         return result
     finally:
         undo()

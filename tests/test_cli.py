@@ -8,6 +8,8 @@ test process, so the "gated" template's gates can be opened from here.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import pty
@@ -15,12 +17,16 @@ import queue
 import re
 import select
 import signal
+import site
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 import uuid
+import venv
+import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +35,7 @@ from typing import Any
 
 import pytest
 
+import requence_task
 from requence_task import (
     Client,
     Task,
@@ -419,17 +426,24 @@ def test_run_dev_branch_warns_on_one_line(cli: Cli) -> None:
     assert len(err.splitlines()) == 1
 
 
-def test_run_on_a_terminal_shows_a_status_line(server: LocalRequence) -> None:
+def run_on_terminal(
+    args: list[str], token: str, *, while_running: Any = None
+) -> tuple[int, str, list[str]]:
+    """``python -m requence_task ARGS`` with stdout on a terminal (a pty): its exit
+    code, what the terminal showed, and stderr split into its ``\\r`` frames.
+    ``while_running()`` is called once the process started."""
     primary, secondary = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "requence_task", "run", "greet", "--input", '{"name": "Ann"}'],
-        env=subprocess_env(REQUENCE_TASK_ACCESS_TOKEN=server.access_token, COLUMNS="200"),
+        [sys.executable, "-m", "requence_task", *args],
+        env=subprocess_env(REQUENCE_TASK_ACCESS_TOKEN=token, COLUMNS="200"),
         stdout=secondary,
         stderr=subprocess.PIPE,
     )
     os.close(secondary)
     shown = b""
     try:
+        if while_running is not None:
+            while_running()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             ready, _, _ = select.select([primary], [], [], 1)
@@ -444,23 +458,80 @@ def test_run_on_a_terminal_shows_a_status_line(server: LocalRequence) -> None:
             if not chunk:
                 break
             shown += chunk
-        assert process.wait(10) == 0
+        code = process.wait(10)
         assert process.stderr is not None
         err = process.stderr.read().decode("utf-8")  # bytes: keep every \r
     finally:
         os.close(primary)
         stop(process)
-    # The terminal gets only the result (a pty turns \n into \r\n).
-    assert shown.decode("utf-8").replace("\r\n", "\n") == '{\n  "message": "Hello, Ann!"\n}\n'
-    frames = err.split("\r")
+    # (a pty turns \n into \r\n)
+    return code, shown.decode("utf-8").replace("\r\n", "\n"), err.split("\r")
+
+
+def status_texts(frames: list[str]) -> list[str]:
+    """The status lines drawn, without their elapsed time."""
+    return [re.sub(r" · [\d.]+ s *$", "", frame) for frame in frames if " · " in frame]
+
+
+def test_run_on_a_terminal_shows_a_status_line(server: LocalRequence) -> None:
+    code, shown, frames = run_on_terminal(
+        ["run", "greet", "--input", '{"name": "Ann"}'], server.access_token
+    )
+    assert code == 0
+    # The terminal gets only the result.
+    assert shown == '{\n  "message": "Hello, Ann!"\n}\n'
     assert frames[1].startswith("creating the task · 0 nodes done · ")
-    texts = [re.sub(r" · [\d.]+ s *$", "", frame) for frame in frames[1:-2]]
+    texts = status_texts(frames[1:-2])
     assert "running greeter · 0 nodes done" in texts
     assert "running counter · 1 node done" in texts
-    assert "ending · 2 nodes done" in texts
+    assert texts[-1] == "task succeeded · 2 nodes done"
     assert frames[-2].strip() == ""  # the status line is cleared
     assert re.fullmatch(
         rf"Task ({ID}) succeeded in [\d.]+ s: {re.escape(server.base_url)}/tasks/\1\n", frames[-1]
+    )
+
+
+def test_run_on_a_terminal_of_a_failed_task(server: LocalRequence) -> None:
+    code, shown, frames = run_on_terminal(
+        ["run", "fail", "--input", '{"name": "Ann"}'], server.access_token
+    )
+    assert (code, shown) == (1, "")
+    texts = status_texts(frames)
+    assert "running boom · 1 node done" in texts
+    assert texts[-1] == "task failed · 1 node done, 1 failed"
+    assert "node boom failed: the boiler exploded\n" in "".join(frames)
+    assert re.fullmatch(
+        f"requence-task: error: Task {ID} failed: node 'boom' failed: the boiler exploded\n",
+        frames[-1].strip(" "),
+    )
+
+
+def test_run_on_a_terminal_of_an_aborted_task_shows_no_node_running_after(
+    server: LocalRequence, project_token: str, gates: list[str]
+) -> None:
+    key = new_gate(gates)
+    with (
+        Client(project_token) as project,
+        watch_tasks(None, only=["nodeStart"], client=project) as watcher,
+    ):
+
+        def abort_once_running() -> None:
+            started = next(iter(watcher.updates(timeout=10)))
+            time.sleep(0.3)  # a redraw or two with the node running
+            abort_task(started.task_id, "stop right there", client=project)
+
+        code, shown, frames = run_on_terminal(
+            ["run", "gated", "--input", json.dumps({"gate": key})],
+            project_token,
+            while_running=abort_once_running,
+        )
+    assert (code, shown) == (1, "")
+    texts = status_texts(frames)
+    assert "running wait · 0 nodes done" in texts
+    ended = texts.index("task aborted · 0 nodes done, 1 aborted")
+    assert not [text for text in texts[ended:] if text.startswith("running")]
+    assert re.fullmatch(
+        f"requence-task: error: Task {ID} was aborted: stop right there\n", frames[-1].strip(" ")
     )
 
 
@@ -955,3 +1026,177 @@ def test_demo_runs_a_task_and_shows_a_rejected_input(capsys: pytest.CaptureFixtu
     assert lines[0] == "taskStart" and "taskEnd" in lines
     assert '"shout": "HELLO, ADA!"' in out
     assert "rejected (HTTP 422)" in out and "'name'" in out
+
+
+# --- another package's requence-task command ------------------------------------------
+
+
+def test_an_unknown_command_says_how_to_reach_this_ones_help(cli: Cli) -> None:
+    code, out, err = cli.bare("frobnicate")
+    assert (code, out) == (2, "")
+    assert "requence-task: error: argument COMMAND: invalid choice: 'frobnicate'" in err
+    assert "python -m requence_task --help" in err
+    # A subcommand's usage error names that subcommand's help.
+    code, _, err = cli.bare("run")
+    assert code == 2
+    assert "python -m requence_task run --help" in err
+
+
+# What the official client's command answers to ours (requence 0.8.2, as seen).
+OTHER_CLI = """\
+import sys
+
+
+def main():
+    print("usage: requence-task [-h] {generate-types} ...", file=sys.stderr)
+    print(
+        "requence-task: error: argument command: invalid choice: 'local' "
+        "(choose from 'generate-types')",
+        file=sys.stderr,
+    )
+    return 2
+"""
+
+
+def _record_line(name: str, content: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(content)}"
+
+
+def build_other_wheel(directory: Path) -> Path:
+    """A wheel of a package named ``requence`` whose console script ``requence-task``
+    is not ours, as the official client's is."""
+    info = "requence-0.8.2.dist-info"
+    files = {
+        "other_requence/__init__.py": b"",
+        "other_requence/cli.py": OTHER_CLI.encode(),
+        f"{info}/METADATA": b"Metadata-Version: 2.1\nName: requence\nVersion: 0.8.2\n",
+        f"{info}/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+        f"{info}/entry_points.txt": (
+            b"[console_scripts]\nrequence-task = other_requence.cli:main\n"
+        ),
+    }
+    record = [_record_line(name, content) for name, content in files.items()]
+    files[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
+    path = directory / "requence-0.8.2-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, content in files.items():
+            wheel.writestr(name, content)
+    return path
+
+
+def venv_env(scripts: Path) -> dict[str, str]:
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith(("PIP_", "PYTHON"))}
+    env["PATH"] = os.pathsep.join([str(scripts), os.defpath])
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return env
+
+
+@pytest.fixture(scope="module")
+def other_command_venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A virtual environment that has this package and, installed after it, a
+    ``requence`` whose ``requence-task`` command replaced ours: its python and
+    scripts directory."""
+    pytest.importorskip("pip")
+    root = tmp_path_factory.mktemp("other-command")
+    venv.create(root / "venv", with_pip=False, symlinks=os.name != "nt")
+    python = root / "venv" / ("Scripts" if os.name == "nt" else "bin") / "python"
+    where = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    purelib = Path(where.stdout.strip())
+    # This package, its dependencies and pip come from the environment running the tests.
+    outer = [str(Path(requence_task.__file__).resolve().parents[1])]
+    outer += [f"import site; site.addsitedir({d!r})" for d in site.getsitepackages()]
+    (purelib / "outer_environment.pth").write_text("\n".join(outer) + "\n", encoding="utf-8")
+    scripts = python.parent
+    env = venv_env(scripts)
+    ours = (
+        f"#!{python}\nimport sys\nfrom requence_task._cli import console_main\n"
+        "if __name__ == '__main__':\n    sys.exit(console_main())\n"
+    )
+    (scripts / "requence-task").write_text(ours, encoding="utf-8")
+    (scripts / "requence-task").chmod(0o755)
+    ok = subprocess.run(
+        [str(scripts / "requence-task"), "--version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ok.returncode == 0 and ok.stdout.startswith("requence-task "), ok.stderr
+    installed = subprocess.run(
+        [
+            *(str(python), "-m", "pip", "install", "--no-index", "--no-deps", "--no-input"),
+            *("--disable-pip-version-check", str(build_other_wheel(root))),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    return python, scripts
+
+
+def test_another_packages_command_over_ours_is_named_with_the_way_out(
+    other_command_venv: tuple[Path, Path],
+) -> None:
+    python, scripts = other_command_venv
+    env = venv_env(scripts)
+    command = scripts / "requence-task"
+    # The situation: the command answers "invalid choice: 'local'".
+    theirs = subprocess.run(
+        [str(command), "local", "serve", "x.py"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert theirs.returncode == 2 and "invalid choice: 'local'" in theirs.stderr
+    # Ours, run as python -m requence_task, works, and says what is wrong and what to do.
+    ours = subprocess.run(
+        [str(python), "-m", "requence_task", "--version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ours.returncode == 0 and ours.stdout.startswith("requence-task ")
+    [warning] = ours.stderr.splitlines()
+    assert warning.startswith("requence-task: warning: ")
+    assert f"the requence-task command at {command} is not this package's" in warning
+    assert "it runs other_requence.cli of the 'requence' distribution" in warning
+    assert "python -m requence_task" in warning
+    assert "separate virtual environment" in warning
+    # A usage error says it too, once, after the error and the way to the help.
+    wrong = subprocess.run(
+        [str(python), "-m", "requence_task", "frobnicate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert wrong.returncode == 2
+    lines = wrong.stderr.splitlines()
+    assert any("invalid choice: 'frobnicate'" in line for line in lines)
+    assert "python -m requence_task --help" in wrong.stderr
+    assert sum("is not this package's" in line for line in lines) == 1
+
+
+def test_no_warning_when_the_command_is_ours(tmp_path: Path) -> None:
+    scripts = Path(sysconfig.get_path("scripts"))
+    done = subprocess.run(
+        [sys.executable, "-m", "requence_task", "--version"],
+        env={**subprocess_env(), "PATH": os.pathsep.join([str(scripts), os.defpath])},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (done.returncode, done.stderr) == (0, "")

@@ -818,3 +818,38 @@ def test_task_used_from_many_threads(client: Client) -> None:
     task_id = task.task_id()
     expected = [task_id, task_id, task.task_url(), {"message": "Hello, A!"}, GREET_TYPES] * 8
     assert answers == expected
+
+
+# --- repr: the same state as the other views ----------------------------------------------------
+
+
+def test_repr_of_a_task_aborted_while_it_runs_says_aborted(client: Client, gate_key: str) -> None:
+    task = Task("gated", {"gate": gate_key}, client=client)
+    task_id = task.task_id(timeout=5)
+    wait_started(task)
+    assert repr(task) == f"<requence_task.Task 'gated' id={task_id} running>"
+    task.abort("not needed")
+    with pytest.raises(TaskAbortedError):
+        task.result(timeout=10)
+    assert repr(task) == f"<requence_task.Task 'gated' id={task_id} aborted>"
+
+
+def test_repr_of_a_failed_and_a_rejected_task(client: Client) -> None:
+    failed = Task("fail", {"name": "A"}, client=client)
+    with pytest.raises(TaskFailedError):
+        failed.result(timeout=5)
+    assert repr(failed) == f"<requence_task.Task 'fail' id={failed.task_id()} failed>"
+    rejected = Task("greet", {"age": 3}, client=client)  # "name" is required
+    with pytest.raises(TaskError):
+        rejected.result(timeout=5)
+    assert repr(rejected) == f"<requence_task.Task 'greet' id={rejected.task_id()} rejected>"
+
+
+def test_repr_never_starts_following_the_task(server: LocalRequence) -> None:
+    with make_client(server.access_token) as own:  # no shared stream of other tests' tasks
+        task = Task("echo", {"r": 1}, client=own)
+        task.finalized(timeout=5)
+        assert repr(task) == f"<requence_task.Task 'echo' id={task.task_id()} started>"
+        assert not task._monitor._demanded
+        task.result(timeout=5)
+        assert repr(task).endswith(" succeeded>")

@@ -11,6 +11,7 @@ from requence_task import (
     Client,
     NodeEndUpdate,
     Task,
+    TaskAbortedError,
     TaskError,
     TaskFailedError,
     TaskResult,
@@ -57,6 +58,38 @@ def test_a_running_task_shows_its_nodes_so_far(nb_client: Client, gates: Callabl
     assert page.row("state") == "succeeded"
     assert page.row("result") == f'{{"opened": "{key}"}}'
     assert page.nodes()["wait"] == ("ended", f'{{"opened": "{key}"}}')
+
+
+def test_an_aborted_task_shows_the_node_the_abort_stopped_as_aborted(
+    nb_client: Client, gates: Callable[[], str]
+) -> None:
+    key = gates()
+    task = Task("nb-gated-steps", input={"gate": key}, client=nb_client)
+    wait_for_update(task, lambda u: isinstance(u, NodeEndUpdate) and u.node.alias == "first")
+    wait_until(lambda: "wait" in Page(task._repr_html_()).nodes(), what="the node 'wait'")
+    assert Page(task._repr_html_()).nodes()["wait"] == ("running", "")
+    task.abort("enough of that")
+    with pytest.raises(TaskAbortedError):
+        task.result(timeout=30)
+    page = assert_safe(task._repr_html_())
+    assert page.row("state") == "aborted: enough of that"
+    assert page.nodes() == {"first": ("ended", '{"n": 1}'), "wait": ("aborted", "")}
+    assert repr(task) == f"<requence_task.Task 'nb-gated-steps' id={task.task_id(0)} aborted>"
+
+
+def test_the_view_and_repr_agree_on_the_end(nb_client: Client) -> None:
+    succeeded = Task("nb-steps", client=nb_client)
+    succeeded.result(timeout=30)
+    failed = Task("nb-fail", client=nb_client)
+    with pytest.raises(TaskFailedError):
+        failed.result(timeout=30)
+    rejected = Task("greet", input={"age": 3}, client=nb_client)
+    with pytest.raises(TaskError):
+        rejected.result(timeout=30)
+    for task, word in ((succeeded, "succeeded"), (failed, "failed"), (rejected, "rejected")):
+        assert Page(task._repr_html_()).row("state").split(":")[0] == word
+        assert repr(task).endswith(f" {word}>")
+        assert "running" not in [state for state, _ in Page(task._repr_html_()).nodes().values()]
 
 
 def test_rendering_never_waits_for_the_network(nb_server: LocalRequence) -> None:

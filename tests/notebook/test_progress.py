@@ -8,6 +8,7 @@ import contextlib
 import io
 import os
 import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -21,17 +22,21 @@ from requence_task import (
     Client,
     ConfigurationError,
     Task,
+    TaskAbortedError,
+    TaskError,
     TaskFailedError,
     TaskTimeoutError,
     _display,
     wait,
 )
 from requence_task._display import TaskBar, in_notebook, progress_bar, result_with_progress
+from requence_task.local import LocalRequence
 
 from ..client.conftest import wait_until
-from .conftest import open_gate
+from .conftest import Page, open_gate
 
 INSTALL = "pip install 'requence_task[progress]'"
+INSTALL_NOTEBOOK = "pip install 'requence_task[notebook]'"
 
 
 def last_draw(text: str) -> str:
@@ -103,6 +108,47 @@ def test_the_bar_closes_on_failure(nb_client: Client) -> None:
     final = last_draw(out.getvalue())
     assert out.getvalue().endswith("\n")
     assert "2/2" in final and "failed" in final
+
+
+def test_the_bar_of_an_aborted_task_ends_aborted_with_no_node_running(
+    nb_client: Client, gates: Callable[[], str]
+) -> None:
+    key = gates()
+    out = io.StringIO()
+    task = Task("nb-gated-steps", input={"gate": key}, client=nb_client)
+    raised: list[BaseException] = []
+
+    def wait_for_it() -> None:
+        try:
+            result_with_progress(task, 30, file=out)
+        except BaseException as err:
+            raised.append(err)
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    try:
+        wait_until(lambda: "node=wait" in out.getvalue(), timeout=30, what="the bar to name 'wait'")
+        task.abort("enough of that")
+    finally:
+        waiter.join(30)
+    assert len(raised) == 1 and isinstance(raised[0], TaskAbortedError)
+    final = last_draw(out.getvalue())
+    # 'first' ended, 'wait' was aborted: neither runs, and the outcome says so.
+    assert "2/2" in final and "aborted, 1 update]" in final
+    assert "node=" not in final
+    # The other views say the same.
+    assert repr(task).endswith(" aborted>")
+    assert Page(task._repr_html_()).nodes()["wait"][0] == "aborted"
+
+
+def test_the_bar_of_a_rejected_task_says_rejected(nb_client: Client) -> None:
+    out = io.StringIO()
+    task = Task("greet", input={"age": 3}, client=nb_client)  # "name" is required
+    with pytest.raises(TaskError):
+        result_with_progress(task, 30, file=out)
+    assert "rejected, 0 updates" in last_draw(out.getvalue())
+    assert repr(task).endswith(" rejected>")
+    assert Page(task._repr_html_()).row("state").startswith("rejected: ")
 
 
 def test_news_held_back_by_the_redraw_limit_is_drawn_soon_after(
@@ -199,6 +245,19 @@ def test_without_tqdm_the_error_names_the_extra_before_waiting(
     assert not task.done()
 
 
+def test_without_tqdm_in_a_kernel_the_error_names_the_notebook_extra(
+    kernel: Any, no_tqdm: None, nb_client: Client
+) -> None:
+    task = Task("nb-steps", client=nb_client)
+    with pytest.raises(ConfigurationError) as caught:
+        result_with_progress(task, 30)
+    message = str(caught.value)
+    assert INSTALL_NOTEBOOK in message
+    assert "ipywidgets" in message and "restart the kernel" in message
+    assert INSTALL not in message
+    task.result(timeout=30)
+
+
 # --- which display: the notebook widget or a text bar --------------------------------
 
 
@@ -273,18 +332,87 @@ def test_a_qt_console_gets_text(kernel: Any, monkeypatch: pytest.MonkeyPatch) ->
     assert not in_notebook()
 
 
-def test_a_kernel_without_ipywidgets_gets_text_in_the_cell(
+def test_a_kernel_without_ipywidgets_gets_text_in_the_cell_and_one_warning(
     kernel: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import tqdm.notebook
 
     monkeypatch.setattr(tqdm.notebook, "IProgress", None)  # what tqdm sets without ipywidgets
-    bar = progress_bar(total=2, desc="cell", unit="node")
-    bar.update(2)
-    bar.close()
+    monkeypatch.setattr(_display, "_warned_no_widgets", False)
+    with pytest.warns(UserWarning) as record:
+        bar = progress_bar(total=2, desc="cell", unit="node")
+        bar.update(2)
+        bar.close()
+        again = progress_bar(total=1, desc="again", unit="node")  # no second warning
+        again.close()
     assert type(bar).__module__ == "tqdm.std"
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "ipywidgets is not installed" in message
+    assert INSTALL_NOTEBOOK in message and "restart the kernel" in message
     captured = capsys.readouterr()
     assert "cell: 100%" in captured.out and captured.err == ""
+
+
+def _kernel_outputs(code: str, env: dict[str, str], tmp_path: Path) -> tuple[str, str, list[Any]]:
+    """Run ``code`` in a real Jupyter kernel (a process of its own, with ``env``);
+    its stdout, its stderr, and the data of what it displayed."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60, env=env, cwd=tmp_path)
+    out: list[str] = []
+    err: list[str] = []
+    shown: list[Any] = []
+
+    def hook(message: dict[str, Any]) -> None:
+        kind, content = message["header"]["msg_type"], message["content"]
+        if kind == "stream":
+            (out if content["name"] == "stdout" else err).append(content["text"])
+        elif kind in ("display_data", "update_display_data"):
+            shown.append(content["data"])
+        elif kind == "error":
+            err.append("\n".join(content["traceback"]))
+
+    try:
+        reply = kc.execute_interactive(code, timeout=60, output_hook=hook)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "ok", "".join(err)
+    return "".join(out), "".join(err), shown
+
+
+def test_a_real_kernel_without_ipywidgets_warns_once_and_draws_text(
+    nb_server: LocalRequence, tmp_path: Path
+) -> None:
+    # The kernel cannot import ipywidgets: a sitecustomize blocks it before anything runs.
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['ipywidgets'] = None\n", encoding="utf-8"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "QT_API" and not k.startswith("SPYDER")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(blocker), env.get("PYTHONPATH")]))
+    env["IPYTHONDIR"] = str(tmp_path / "ipython")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from requence_task import Client, Task
+
+        assert sys.modules["ipywidgets"] is None
+        with Client({nb_server.access_token!r}) as client:
+            for _ in range(2):
+                task = Task("nb-steps", client=client)
+                print(task.result(timeout=30, progress=True).result)
+        """
+    )
+    out, err, shown = _kernel_outputs(code, env, tmp_path)
+    assert out.count(str({"done": True})) == 2
+    assert "nb-steps: 100%" in out  # the text bar, in the cell's output
+    assert not [data for data in shown if "application/vnd.jupyter.widget-view+json" in data]
+    assert err.count("ipywidgets is not installed") == 1, err
+    assert INSTALL_NOTEBOOK in err
+    assert "IProgress not found" not in err  # tqdm's own message never shows
 
 
 def _widgets(outputs: list[Any]) -> list[Any]:
@@ -330,7 +458,9 @@ def test_wait_in_a_kernel_drives_a_widget(kernel: Any, nb_client: Client) -> Non
     assert (box.children[1].value, box.children[1].max) == (2, 2)
 
 
-def test_the_install_hint_is_the_extra_of_setup_cfg() -> None:
+def test_the_install_hints_are_the_extras_of_setup_cfg() -> None:
     setup_cfg = (Path(__file__).parents[2] / "setup.cfg").read_text(encoding="utf-8")
     assert "\nprogress =\n    tqdm" in setup_cfg
+    assert "\nnotebook =\n    tqdm>=4.66\n    ipywidgets" in setup_cfg
     assert _display.INSTALL_PROGRESS == INSTALL
+    assert _display.INSTALL_NOTEBOOK == INSTALL_NOTEBOOK
