@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import signal
 import threading
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -24,10 +27,12 @@ from requence_task import (
     TaskResult,
     TaskTimeoutError,
     Update,
+    _aio,
 )
+from requence_task.local import LocalRequence
 
 from ..client.conftest import make_client, wait_until
-from .conftest import open_gate
+from .conftest import open_gate, wait_for_update
 
 
 def run(coroutine: Any, timeout: float = 60) -> Any:
@@ -94,6 +99,183 @@ def test_cancelling_an_await_leaves_the_task_and_other_waiters_alone(
     assert run(main()).result == {"opened": key}
     assert not task.future.cancelled()
     assert task.result(timeout=0).result == {"opened": key}
+
+
+async def _awaited(task: Task) -> TaskResult:
+    return await task
+
+
+async def _iterated(task: Task) -> list[str]:
+    return [update.type async for update in task.aiter(timeout=30)]
+
+
+WAITS: dict[str, Callable[[Task], Awaitable[Any]]] = {
+    "aresult": lambda task: task.aresult(timeout=30),
+    "await": _awaited,
+    "aiter": _iterated,
+}
+
+
+@pytest.mark.parametrize("kind", list(WAITS))
+def test_a_cancelled_wait_ends_at_once_and_the_others_go_on(
+    nb_client: Client, gates: Callable[[], str], kind: str
+) -> None:
+    key = gates()
+    task = Task("gated", input={"gate": key}, client=nb_client)
+    wait = WAITS[kind]
+
+    async def main() -> tuple[float, Any]:
+        cancelled = asyncio.ensure_future(wait(task))
+        other = asyncio.ensure_future(wait(task))
+        await asyncio.sleep(0.3)
+        assert not cancelled.done() and not other.done()
+        started = time.monotonic()
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        took = time.monotonic() - started
+        assert not other.done()
+        open_gate(key)
+        return took, await other
+
+    took, other = run(main())
+    assert took < 0.5
+    if kind == "aiter":
+        assert other[0] == "taskStart" and other[-1] == "taskEnd"
+    else:
+        assert other.result == {"opened": key}
+    assert not task.future.cancelled()
+    assert task.result(timeout=30).result == {"opened": key}
+
+
+def test_a_cancelled_afinalized_leaves_the_start_and_other_waiters_alone(
+    nb_server: LocalRequence, nb_client: Client
+) -> None:
+    nb_server.faults.latency = 0.5  # each of the two requests that start the task
+    task = Task("echo", input=1, client=nb_client)
+
+    async def main() -> tuple[float, str]:
+        cancelled = asyncio.ensure_future(task.afinalized(timeout=30))
+        other = asyncio.ensure_future(task.afinalized(timeout=30))
+        await asyncio.sleep(0.2)
+        assert not cancelled.done() and not other.done()
+        started = time.monotonic()
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        return time.monotonic() - started, await other
+
+    took, task_id = run(main())
+    assert took < 0.3
+    assert task_id == task.task_id(0)
+    assert task.result(timeout=30).result == {"input": 1}
+
+
+@pytest.mark.parametrize("kind", ["aresult", "await"])
+def test_a_cancel_that_comes_with_the_result_is_not_lost(
+    nb_client: Client, gates: Callable[[], str], kind: str
+) -> None:
+    """On 3.10 and 3.11 ``asyncio.wait_for`` returned the result in this case."""
+    key = gates()
+    task = Task("gated", input={"gate": key}, client=nb_client)
+
+    async def main() -> None:
+        waiting = asyncio.ensure_future(WAITS[kind](task))
+        await asyncio.sleep(0.3)  # waiting: the loop's callback is on the handle's future
+        handed_over = threading.Event()
+        task.future.add_done_callback(lambda _: handed_over.set())  # runs after that one
+        open_gate(key)
+        assert handed_over.wait(30)  # blocks the loop: the result waits in its queue
+        await asyncio.sleep(0)  # the loop takes the result in...
+        waiting.cancel()  # ...and the cancellation, in the same iteration
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert (await WAITS[kind](task)).result == {"opened": key}
+
+    run(main())
+    assert not task.future.cancelled()
+
+
+def test_a_cancel_that_comes_with_an_update_is_not_lost(
+    nb_client: Client, gates: Callable[[], str]
+) -> None:
+    key = gates()
+    task = Task("gated", input={"gate": key}, client=nb_client)
+    wait_for_update(task, lambda update: update.type == "nodeStart")
+    heard = threading.Event()
+    listen = task._listen
+
+    def heard_after(callback: Callable[[], None]) -> Callable[[], None]:
+        def call() -> None:
+            callback()
+            heard.set()
+
+        return listen(call)
+
+    task._listen = heard_after  # type: ignore[method-assign]
+
+    async def main() -> list[str]:
+        updates = task.aiter(timeout=30)
+        seen = [(await updates.__anext__()).type, (await updates.__anext__()).type]
+        assert seen == ["taskStart", "nodeStart"]
+        waiting = asyncio.ensure_future(updates.__anext__())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        heard.clear()
+        open_gate(key)
+        assert heard.wait(30)  # blocks the loop: the wake-up waits in its queue
+        await asyncio.sleep(0)  # the loop takes the wake-up in...
+        waiting.cancel()  # ...and the cancellation, in the same iteration
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        # The same iterator goes on; the cancelled step took no update away.
+        return seen + [update.type async for update in updates]
+
+    types = run(main())
+    assert types == [u.type for u in task.updates(timeout=5)]
+    assert types[-1] == "taskEnd"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
+@pytest.mark.parametrize("kind", list(WAITS))
+def test_a_signal_handler_that_does_not_wake_the_loop_still_cancels(
+    nb_client: Client, gates: Callable[[], str], kind: str
+) -> None:
+    """As ipykernel cancels an async cell on SIGINT: a plain ``call_soon`` from the
+    handler, which does not wake a loop asleep in ``select``."""
+    key = gates()
+    task = Task("gated", input={"gate": key}, client=nb_client)
+    wait_for_update(task, lambda update: update.type == "nodeStart")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        waiting = asyncio.ensure_future(WAITS[kind](task))
+        await asyncio.sleep(0.3)
+        sent = 0.0
+
+        def on_signal(signum: int, frame: object) -> None:
+            loop.call_soon(waiting.cancel)
+
+        def send() -> None:
+            nonlocal sent
+            sent = time.monotonic()
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+        previous = signal.signal(signal.SIGUSR1, on_signal)
+        try:
+            threading.Timer(0.2, send).start()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+        took = time.monotonic() - sent
+        assert took < 1.5, f"cancelled {took:.1f} s after the signal"
+        ticker = _aio._tickers[loop]
+        assert ticker.waiters == 0 and ticker.handle is None  # no tick once nobody waits
+
+    run(main(), timeout=5)  # the time-out wakes the loop if nothing else does
+    open_gate(key)
+    assert task.result(timeout=30).result == {"opened": key}
 
 
 def test_afinalized_gives_the_id_once_started(nb_client: Client) -> None:
