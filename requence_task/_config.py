@@ -46,10 +46,15 @@ class Timeouts:
 
     Attributes:
         connect: To open a connection.
-        read: To wait for an answer to an ordinary request.
+        read: To wait for an answer to an ordinary request. Each request also
+            has an overall deadline of ``connect + read`` seconds for the
+            whole answer (its headers and body), so a server that trickles an
+            answer byte by byte is cut off then, and retried like one that
+            did not answer.
         stream_inactivity: A live update stream that sends nothing at all, not
             even a keep-alive comment, for this long is treated as dropped and
-            resumed. Requence sends a keep-alive at least every 15 s.
+            resumed; so is one that sends bytes but no whole event for this
+            long. Requence sends a keep-alive at least every 15 s.
 
     Example:
         >>> Timeouts(connect=2).connect
@@ -65,14 +70,26 @@ class Timeouts:
 class RetryPolicy:
     """How a :class:`Client` retries while Requence is unreachable.
 
-    Unreachable means a refused connection, a DNS failure, a connect time-out
-    or a gateway status (502, 503, 504). Retries back off exponentially, from
-    ``initial_backoff`` doubling up to ``max_backoff``, each delay scaled by a
-    random factor in ``[1 - jitter, 1]``, until ``budget`` seconds have passed
-    since the first failure in a row; then :class:`RequenceUnreachableError`.
+    Unreachable means a refused connection, a DNS failure, a time-out, an
+    answer cut off or not whole by its deadline, or a gateway status (502,
+    503, 504). Retries back off exponentially, from ``initial_backoff``
+    doubling up to ``max_backoff``, each delay scaled by a random factor in
+    ``[1 - jitter, 1]``.
+
+    For a request (prepare, finalize, get, abort, ...) the budget bounds the
+    whole call: its attempts, their answers and the pauses between them end
+    within ``budget`` seconds, then :class:`RequenceUnreachableError`. No
+    attempt starts that could not get its answer in the time left (as long as
+    the last one took): the call waits out the budget instead, so that, as
+    far as the client can tell, no request it sent is still under way when
+    the error comes. (Keep the budget
+    at or above ``Timeouts.read`` so that a slow answer has the time the
+    time-outs give it.) An update stream, which runs for as long as its
+    task, reconnects for ``budget`` seconds after it last brought an event.
 
     Attributes:
-        budget: Seconds of consecutive failure after which a call gives up.
+        budget: The longest a call may take while Requence is unreachable
+            (a stream: the longest it reconnects without progress).
         initial_backoff: The first delay, in seconds.
         max_backoff: The largest delay, in seconds.
         jitter: The fraction (0..1) of each delay that is random.

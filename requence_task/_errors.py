@@ -7,7 +7,8 @@ Every error is a ``RequenceError``; a built-in in brackets is a base class too:
     │   ├── InvalidTokenError                the access token does not decode
     │   └── MissingTokenError                no access token anywhere
     ├── AuthenticationError                  401/403: the token was refused
-    ├── RequenceUnreachableError             refused, DNS, connect time-out, 502/503/504
+    ├── RequenceUnreachableError             refused, DNS, time-outs, 502/503/504
+    │   └── (also a TimeoutError)            when a wait ends while the client still retries
     ├── ApiError                             an answer the protocol does not expect
     ├── ClientClosedError                    the Client was closed
     ├── TaskNotFoundError (LookupError)      404 for a task id
@@ -85,6 +86,29 @@ class RequenceUnreachableError(RequenceError):
         )
         self.status = status
         self.attempts = attempts
+
+
+class _UnreachableWhileWaiting(RequenceUnreachableError, TimeoutError):
+    """A wait ended while the client was still retrying an unreachable Requence.
+
+    Raised instead of :class:`TaskTimeoutError` (which says that the task goes
+    on): what held the wait up was Requence, not the task. Catchable as
+    :class:`RequenceUnreachableError` and as the built-in ``TimeoutError``.
+
+    Attributes:
+        timeout: The caller's time-out, in seconds.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        attempts: int = 1,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, attempts=attempts)
+        self.timeout = timeout
 
 
 class ApiError(RequenceError):

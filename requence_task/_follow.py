@@ -47,7 +47,7 @@ from ._errors import (
 )
 from ._protocol import TASK_END, TASK_ERROR, WATCH_ALL_PATH
 from ._stream import RawEvent, ResumingStream
-from ._updates import ContextFolder, TaskResult, Update
+from ._updates import ContextFolder, TaskResult, UnknownUpdate, Update
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -242,25 +242,35 @@ class Monitor:
             except RequenceError as err:
                 log.warning("could not ack the delivery of task %s: %s", task_id, err)
         context = update.context
+        problem = update.problem if isinstance(update, UnknownUpdate) else None
+        reason = getattr(update, "reason", None)
+        if problem is not None and reason is None:
+            raw_reason = update.raw.get("reason")
+            reason = raw_reason if isinstance(raw_reason, str) else None
         if update.type == TASK_END:
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                self._result.set_result(TaskResult.from_context(context, task_url=self._url()))
+            if problem is not None and "result" not in update.raw:
+                # Never a success with its result missing: say what could not be read.
+                settle(
+                    self._result,
+                    ApiError(
+                        f"Task {task_id} ended, but its taskEnd update could not be read "
+                        f"({problem}), so its result is not known. get_task({task_id!r}) "
+                        "shows its status; the server sent an update the protocol does "
+                        "not allow.",
+                    ),
+                )
+            else:
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    self._result.set_result(TaskResult.from_context(context, task_url=self._url()))
         elif update.type == TASK_ERROR:
             settle(
                 self._result,
-                TaskFailedError(
-                    getattr(update, "reason", None),
-                    task_id=task_id,
-                    template=self._template,
-                    context=context,
-                ),
+                TaskFailedError(reason, task_id=task_id, template=self._template, context=context),
             )
         else:
             settle(
                 self._result,
-                TaskAbortedError(
-                    getattr(update, "reason", None), task_id=task_id, template=self._template
-                ),
+                TaskAbortedError(reason, task_id=task_id, template=self._template),
             )
         with self.cond:
             self.finished = True
@@ -316,6 +326,19 @@ class Monitor:
         with self.cond:
             return self.updates[index:], self.finished or self.terminal is not None, self.error
 
+    def _wait_ended(self, timeout: float | None) -> RequenceError:
+        stream = self.stream
+        if stream is not None and stream.retry_state.failing:
+            return stream.retry_state.wait_ended(
+                "The next update",
+                timeout,
+                "the task's updates cannot be read, so whether it goes on is not known; "
+                "the client keeps reconnecting. Iterate again later.",
+            )
+        return TaskTimeoutError(
+            f"no update came within {timeout} s; the task goes on.", timeout=timeout
+        )
+
     def iterate(self, timeout: float | None) -> Iterator[Update]:
         """Every update from the first, ending after the terminal one."""
         index = 0
@@ -325,10 +348,7 @@ class Monitor:
                 while index >= len(self.updates) and not self.finished and self.terminal is None:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
-                        raise TaskTimeoutError(
-                            f"no update came within {timeout} s; the task goes on.",
-                            timeout=timeout,
-                        )
+                        raise self._wait_ended(timeout)
                     self.cond.wait(remaining)
                 if index < len(self.updates):
                     batch = self.updates[index:]  # all that came: one lock, not one each

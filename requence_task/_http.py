@@ -6,17 +6,23 @@ travels only in the ``Authorization`` header.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
+import urllib.request
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
 
 from ._config import RetryPolicy, Timeouts
 from ._errors import (
@@ -26,6 +32,7 @@ from ._errors import (
     RequenceError,
     RequenceUnreachableError,
     _summary,
+    _UnreachableWhileWaiting,
 )
 from ._protocol import STATUS_UNREACHABLE
 
@@ -34,12 +41,303 @@ T = TypeVar("T")
 
 
 class Unreachable(Exception):
-    """One attempt found Requence unreachable (internal; retried, then made public)."""
+    """One attempt found Requence unreachable (internal; retried, then made public).
 
-    def __init__(self, status: int | None = None, cause: BaseException | None = None) -> None:
-        super().__init__(f"unreachable (status {status})" if status else "unreachable")
+    Attributes:
+        status: The gateway status, or ``None`` when no answer came.
+        cause: The transport's exception, if there was one.
+        reason: What happened, for messages (``connection refused at host:port``).
+    """
+
+    def __init__(
+        self,
+        status: int | None = None,
+        cause: BaseException | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
         self.status = status
         self.cause = cause
+        self.reason = reason or (f"HTTP {status}" if status else "no answer")
+        # Cut off by the deadline of the whole call (its retry budget), not its own:
+        # the earlier attempts' failure is the one to report.
+        self.budget_cut = False
+        super().__init__(self.reason)
+
+
+class DeadlinePassed(Exception):
+    """An answer did not come whole within a request's overall deadline."""
+
+
+def _host_port(url: str) -> str:
+    """``host:port`` of a URL, for messages (never its path: that may be a capability)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return f"{parts.hostname}:{port}"
+    except ValueError:
+        return "the server"
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and what lies under it: causes, contexts, and urllib3's wrapped reasons."""
+    found: list[BaseException] = []
+    todo: list[BaseException | None] = [err]
+    while todo and len(found) < 20:
+        item = todo.pop()
+        if item is None or any(item is seen for seen in found):
+            continue
+        found.append(item)
+        reason = getattr(item, "reason", None)
+        todo.extend((item.__cause__, item.__context__))
+        todo.extend(e for e in (reason, *item.args) if isinstance(e, BaseException))
+    return found
+
+
+def _timed_out(err: BaseException) -> bool:
+    """Whether a wait for bytes timed out somewhere under ``err``."""
+    return any(
+        isinstance(e, (TimeoutError, requests.Timeout)) or "Timeout" in type(e).__name__
+        for e in _chain(err)
+    )
+
+
+def describe_failure(err: BaseException, url: str, *, seconds: float | None = None) -> str:
+    """What an attempt that found Requence unreachable ran into, in words.
+
+    Says the host and port, never the path, the query or a header.
+    """
+    where = _host_port(url)
+    chain = _chain(err)
+    kinds = tuple(type(e) for e in chain)
+
+    def has(*classes: type[BaseException]) -> bool:
+        return any(issubclass(kind, classes) for kind in kinds)
+
+    if has(DeadlinePassed):
+        return f"no whole answer from {where} within {seconds or 0:.1f} s"
+    if has(ConnectionRefusedError):
+        return f"connection refused at {where}"
+    if has(socket.gaierror) or any("NameResolution" in kind.__name__ for kind in kinds):
+        return f"the name {where.rsplit(':', 1)[0]} could not be resolved"
+    if has(requests.ConnectTimeout):
+        return f"no connection to {where} within {seconds or 0:.3g} s"
+    if has(requests.ReadTimeout):
+        return f"no answer from {where} within {seconds or 0:.3g} s"
+    if has(requests.exceptions.ChunkedEncodingError) or any(
+        kind.__name__ in ("IncompleteRead", "ProtocolError", "RemoteDisconnected") for kind in kinds
+    ):
+        return f"the connection to {where} was cut off before a whole answer came"
+    if has(ConnectionResetError):
+        return f"the connection to {where} was reset"
+    return f"the connection to {where} failed ({type(err).__name__})"
+
+
+class RetryState:
+    """Whether calls of one job are failing to reach Requence right now, and why.
+
+    A call that retries (creation's prepare and finalize, a stream's
+    reconnects) records each failure here; a wait that ends can then say
+    what really held it up. Read from any thread: each field is one
+    reference, replaced whole.
+    """
+
+    __slots__ = ("attempts", "failing_since", "reason", "status")
+
+    def __init__(self) -> None:
+        self.failing_since: float | None = None  # time.monotonic()
+        self.reason: str | None = None
+        self.status: int | None = None
+        self.attempts = 0
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last attempt found Requence unreachable."""
+        return self.failing_since is not None
+
+    def failed(self, err: Unreachable) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            self.attempts = 0
+        self.attempts += 1
+        self.reason, self.status = err.reason, err.status
+
+    def succeeded(self) -> None:
+        self.failing_since = None
+
+    def describe(self) -> str:
+        """``connection refused at host:port, 5 attempts over 10.0 s``."""
+        since = self.failing_since
+        spent = time.monotonic() - since if since is not None else 0.0
+        attempts = self.attempts
+        return (
+            f"{self.reason or 'no answer'}, {attempts} attempt{'s' if attempts != 1 else ''} "
+            f"over {spent:.1f} s"
+        )
+
+    def wait_ended(self, what: str, timeout: float | None, meanwhile: str) -> RequenceError:
+        """The error for a wait that ended while these calls still retry.
+
+        Args:
+            what: What was waited for (``The task's start``).
+            timeout: The caller's time-out.
+            meanwhile: What that means for the task, and what the client does.
+        """
+        return _UnreachableWhileWaiting(
+            f"{what} did not come within {timeout} s: Requence is not reachable "
+            f"({self.describe()}); {meanwhile}",
+            status=self.status,
+            attempts=self.attempts,
+            timeout=timeout,
+        )
+
+
+# --- the overall deadline of a request ----------------------------------------------------------
+
+_current = threading.local()  # .entry: the _Deadline of this thread's request; .call_deadline
+
+
+class _Deadline:
+    """The overall deadline of the request this thread is making."""
+
+    __slots__ = ("at", "capped", "expired", "read")
+
+    def __init__(self, at: float, read: float) -> None:
+        self.at = at  # time.monotonic()
+        self.read = read  # the read time-out of each wait for bytes
+        self.expired = False  # a read found the deadline passed
+        self.capped = False  # a read waited less than ``read``: until the deadline
+
+    def time_left(self) -> float:
+        """The read time-out for the next wait for bytes (0: the deadline has passed)."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            self.expired = True
+            raise TimeoutError("no whole answer by the request's deadline")
+        if left < self.read:
+            self.capped = True
+            return left
+        return self.read
+
+
+class _DeadlineSocket:
+    """Mixed into the class of our connections' sockets: each read of an answer
+    waits at most until the request's overall deadline (no thread watches it)."""
+
+    __slots__ = ()
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        entry: _Deadline | None = getattr(_current, "entry", None)
+        if entry is not None:
+            self.settimeout(entry.time_left())  # type: ignore[attr-defined]
+        return super().recv_into(buffer, nbytes, flags)  # type: ignore[misc,no-any-return]
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        entry: _Deadline | None = getattr(_current, "entry", None)
+        if entry is not None:
+            self.settimeout(entry.time_left())  # type: ignore[attr-defined]
+        return super().recv(bufsize, flags)  # type: ignore[misc,no-any-return]
+
+
+_socket_classes: dict[type, type] = {}
+
+
+def _keep_deadlines(sock: object) -> None:
+    """Make ``sock`` (a socket or TLS socket) read with the thread's deadline."""
+    cls = type(sock)
+    if not isinstance(sock, socket.socket) or issubclass(cls, _DeadlineSocket):
+        return
+    aware = _socket_classes.get(cls)
+    if aware is None:
+        aware = _socket_classes[cls] = type(
+            f"_Deadline{cls.__name__}", (_DeadlineSocket, cls), {"__slots__": ()}
+        )
+    with contextlib.suppress(TypeError):  # a layout we cannot adapt: time-outs still apply
+        sock.__class__ = aware
+
+
+class _DeadlineAware:
+    """Mixed into urllib3's connections: their sockets keep the request's deadline."""
+
+    sock: Any
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        _keep_deadlines(self.sock)
+
+
+class _HTTPConnection(_DeadlineAware, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_DeadlineAware, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with connections that keep the overall deadline."""
+
+    @staticmethod
+    def _own_pools(manager: Any) -> Any:
+        manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self._own_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        return self._own_pools(super().proxy_manager_for(proxy, **proxy_kwargs))
+
+
+class Environment:
+    """What requests would look up in the environment on every request, read once.
+
+    Proxies (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``)
+    and the CA bundle (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) when the
+    client is made; ``.netrc`` never (it would replace the bearer).
+    """
+
+    def __init__(self, verify: bool | str) -> None:
+        self._proxies = {
+            key: value for key, value in urllib.request.getproxies_environment().items() if value
+        }
+        self._cache: dict[tuple[str, str], dict[str, str]] = {}
+        if verify is True:
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            self.verify: bool | str = bundle or True
+        else:
+            self.verify = verify
+
+    def proxies_for(self, url: str) -> dict[str, str]:
+        """The proxy to use for ``url`` (an empty dict: none)."""
+        if not self._proxies:
+            return {}
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        found = self._cache.get(key)
+        if found is None:
+            found = {}
+            host = parts.hostname or ""
+            if not (
+                self._proxies.get("no")
+                and urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]
+                    parts.netloc or host, {"no": self._proxies["no"]}
+                )
+            ):
+                proxy = self._proxies.get(parts.scheme) or self._proxies.get("all")
+                if proxy:
+                    found = {parts.scheme: proxy}
+            self._cache[key] = found
+        return found
 
 
 def error_text(response: requests.Response) -> str:
@@ -83,6 +381,7 @@ class Transport:
         self._lock = threading.Lock()
         self._session: requests.Session | None = None
         self._pid = os.getpid()
+        self._environment = Environment(verify)
 
     def __repr__(self) -> str:
         return f"<Transport pool_size={self._pool_size}>"
@@ -100,14 +399,15 @@ class Transport:
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=4, pool_maxsize=self._pool_size, max_retries=0
-        )
+        # No per-request environment: .netrc would replace the bearer with Basic
+        # auth, and every lookup costs time. Proxies and CA bundle: read once.
+        session.trust_env = False
+        adapter = _Adapter(pool_connections=4, pool_maxsize=self._pool_size, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["Authorization"] = f"Bearer {self._bearer}"
         session.headers["User-Agent"] = "requence_task"
-        session.verify = self._verify
+        session.verify = self._environment.verify
         return session
 
     def reset_after_fork(self) -> None:
@@ -134,50 +434,83 @@ class Transport:
         headers: dict[str, str] | None = None,
     ) -> requests.Response:
         """One attempt. Gateway statuses and transport failures raise :class:`Unreachable`;
-        401/403 raise :class:`AuthenticationError`; any other answer is returned."""
+        401/403 raise :class:`AuthenticationError`; any other answer is returned.
+
+        The answer must come whole (for ``stream=True``: its headers) within
+        ``connect + read`` seconds, and within the deadline of the retrying
+        call it belongs to; a server that trickles it is cut off then.
+        """
         if self.stop.is_set():
             raise ClientClosedError("The requence_task client was closed.")
         all_headers = dict(headers or {})
         if content_type is not None:
             all_headers["Content-Type"] = content_type
-        timeout = (self.timeouts.connect, read_timeout or self.timeouts.read)
+        connect, read = self.timeouts.connect, read_timeout or self.timeouts.read
+        now = time.monotonic()
+        at = now + connect + read
+        call_deadline: float | None = getattr(_current, "call_deadline", None)
+        if call_deadline is not None and call_deadline < at:
+            at = call_deadline
+        left = max(at - now, 0.001)
+        timeout = (min(connect, left), min(read, left))
+        entry = _Deadline(at, timeout[1])
+        _current.entry = entry
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", category=ResourceWarning)
-                response = self.session.request(
-                    method,
-                    url,
-                    data=body,
-                    headers=all_headers,
-                    stream=stream,
-                    timeout=timeout,
-                    # Per request: a session's verify loses to REQUESTS_CA_BUNDLE.
-                    verify=self._verify,
-                )
-        except requests.exceptions.SSLError as err:
-            # Not a passing outage: retrying cannot fix a certificate.
-            raise RequenceError(
-                f"The TLS connection to {_origin(url)} failed ({err.__class__.__name__}): "
-                "its certificate could not be verified. Fix the certificate, or pass "
-                "Client(verify='/path/to/ca-bundle.pem'); verify=False turns checks off."
-            ) from None
-        except (
-            requests.ConnectionError,
-            requests.Timeout,
-            requests.exceptions.ChunkedEncodingError,  # the answer was cut off: lost
-        ) as err:
-            log.debug("%s %s: %s", method, _path(url), type(err).__name__)
-            raise Unreachable(cause=err) from None
-        except (requests.RequestException, UnicodeError) as err:
-            # No "from err": a header error's text would carry the bearer.
-            raise RequenceError(
-                f"The request to Requence could not be made: {type(err).__name__}"
-            ) from None
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", category=ResourceWarning)
+                    response = self.session.request(
+                        method,
+                        url,
+                        data=body,
+                        headers=all_headers,
+                        stream=stream,
+                        timeout=timeout,
+                        proxies=self._environment.proxies_for(url),
+                        verify=self._environment.verify,
+                    )
+            finally:
+                _current.entry = None
+        except Exception as err:
+            if entry.expired or (entry.capped and _timed_out(err)):
+                log.debug("%s %s: no whole answer in time", method, _path(url))
+                raise self._passed(url, at - now, budget_cut=at == call_deadline) from None
+            if isinstance(err, requests.exceptions.SSLError):
+                # Not a passing outage: retrying cannot fix a certificate.
+                raise RequenceError(
+                    f"The TLS connection to {_origin(url)} failed ({err.__class__.__name__}): "
+                    "its certificate could not be verified. Fix the certificate, or pass "
+                    "Client(verify='/path/to/ca-bundle.pem'); verify=False turns checks off."
+                ) from None
+            if isinstance(
+                err,
+                (
+                    requests.ConnectionError,
+                    requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError,  # the answer was cut off: lost
+                ),
+            ):
+                log.debug("%s %s: %s", method, _path(url), type(err).__name__)
+                seconds = timeout[0] if isinstance(err, requests.ConnectTimeout) else timeout[1]
+                raise Unreachable(
+                    cause=err, reason=describe_failure(err, url, seconds=seconds)
+                ) from None
+            if isinstance(err, (requests.RequestException, UnicodeError)):
+                # No "from err": a header error's text would carry the bearer.
+                raise RequenceError(
+                    f"The request to Requence could not be made: {type(err).__name__}"
+                ) from None
+            raise
+        if entry.expired:
+            # Cut off at the deadline, the rest of the answer may have looked like
+            # an end (an EOF ends the headers): what came is not the answer.
+            response.close()
+            raise self._passed(url, at - now, budget_cut=at == call_deadline)
         log.debug("%s %s -> %d", method, _path(url), response.status_code)
         if response.status_code in STATUS_UNREACHABLE:
             status = response.status_code
             response.close()
-            raise Unreachable(status=status)
+            raise Unreachable(status=status, reason=f"HTTP {status} from {_host_port(url)}")
         if response.status_code in (401, 403):
             message = error_text(response)
             response.close()
@@ -188,30 +521,73 @@ class Transport:
             )
         return response
 
-    def retrying(self, attempt: Callable[[], T], *, what: str) -> T:
-        """Run ``attempt`` until it stops raising :class:`Unreachable`, within the budget."""
-        first_failure: float | None = None
+    @staticmethod
+    def _passed(url: str, seconds: float, *, budget_cut: bool) -> Unreachable:
+        passed = DeadlinePassed()
+        err = Unreachable(cause=passed, reason=describe_failure(passed, url, seconds=seconds))
+        err.budget_cut = budget_cut
+        return err
+
+    def retrying(
+        self, attempt: Callable[[], T], *, what: str, state: RetryState | None = None
+    ) -> T:
+        """Run ``attempt`` until it stops raising :class:`Unreachable`, within the budget.
+
+        The budget bounds the whole call: every attempt, its answer and the
+        pauses between them end within ``retry.budget`` seconds of the start
+        (or of the enclosing call's end, if that comes first). ``state``, if
+        given, records each failure for waiters (see :class:`RetryState`).
+        """
+        start = time.monotonic()
+        outer: float | None = getattr(_current, "call_deadline", None)
+        deadline = start + self.retry.budget
+        if outer is not None and outer < deadline:
+            deadline = outer
+        _current.call_deadline = deadline
         tries = 0
-        while True:
-            try:
-                return attempt()
-            except Unreachable as err:
-                tries += 1
-                now = time.monotonic()
-                first_failure = now if first_failure is None else first_failure
-                spent = now - first_failure
-                if spent >= self.retry.budget:
+        last: Unreachable | None = None
+        try:
+            while True:
+                began = time.monotonic()
+                try:
+                    result = attempt()
+                except Unreachable as failure:
+                    tries += 1
+                    err = last if failure.budget_cut and last is not None else failure
+                    last = err
+                    if state is not None:
+                        state.failed(err)
+                    took = time.monotonic() - began
+                    left = deadline - time.monotonic()
+                    if left > 0:
+                        pause = min(self.retry.delay(tries - 1), left)
+                        log.debug("%s: unreachable, retry %d in %.2f s", what, tries, pause)
+                        self._pause(pause)
+                        # An attempt that cannot get its answer before the budget ends is
+                        # not started (its request could still act after we gave up):
+                        # the call gives up at the budget's end instead.
+                        rest = deadline - time.monotonic()
+                        if rest > took:
+                            continue
+                        self._pause(rest)
+                    spent = time.monotonic() - start
                     raise RequenceUnreachableError(
-                        f"Requence is not reachable right now ({what}"
-                        + (f", HTTP {err.status}" if err.status else "")
-                        + f", {tries} attempts over {spent:.1f} s); retry later.",
+                        f"Requence is not reachable right now ({what}: {err.reason}; "
+                        f"{tries} attempt{'s' if tries != 1 else ''} over {spent:.1f} s); "
+                        "retry later.",
                         status=err.status,
                         attempts=tries,
                     ) from err.cause
-                pause = min(self.retry.delay(tries - 1), self.retry.budget - spent)
-                log.debug("%s: unreachable, retry %d in %.2f s", what, tries, pause)
-                if self.stop.wait(max(pause, 0.0)):
-                    raise ClientClosedError("The requence_task client was closed.") from None
+                if state is not None:
+                    state.succeeded()
+                return result
+        finally:
+            _current.call_deadline = outer
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep between attempts; :class:`ClientClosedError` if the client closes meanwhile."""
+        if seconds > 0 and self.stop.wait(seconds):
+            raise ClientClosedError("The requence_task client was closed.") from None
 
     def expect_ok(self, response: requests.Response, *, what: str) -> requests.Response:
         """Raise :class:`ApiError` for an answer that is not 2xx."""

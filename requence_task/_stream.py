@@ -24,7 +24,7 @@ import requests
 import sseclient
 
 from ._errors import ApiError, ClientClosedError, RequenceUnreachableError, TaskNotFoundError
-from ._http import Transport, Unreachable, error_text
+from ._http import RetryState, Transport, Unreachable, error_text
 
 log = logging.getLogger("requence_task")
 
@@ -76,6 +76,8 @@ class ResumingStream:
         self._lock = threading.Lock()
         self.last_position: int | None = None
         self.reconnects = 0
+        self.retry_state = RetryState()
+        """Whether reconnecting fails right now, and why (for waiters' errors)."""
 
     def close(self) -> None:
         """Stop reading, from any thread: the iterator ends soon after."""
@@ -141,11 +143,18 @@ class ResumingStream:
         first_failure: float | None = None
         delivered_without_position = 0
         retry = self._transport.retry
+        inactivity = self._transport.timeouts.stream_inactivity
+        reason: str | None = None
         while not self._stop.is_set():
             progressed = False
             status: int | None = None
             try:
-                response = self._connect()
+                try:
+                    response = self._connect()
+                except Unreachable as err:
+                    self.retry_state.failed(err)
+                    raise
+                self.retry_state.succeeded()
                 with self._lock:
                     self._response = response
                 if self._stop.is_set():  # closed while connecting
@@ -155,22 +164,38 @@ class ResumingStream:
                     _call_hook(self._on_connect)
                 skip = delivered_without_position if self.last_position is None else 0
                 try:
-                    frames = _frames(_chunks(response), self._skip_frame)
+                    clock = _Clock()
+                    chunks = _watched(_chunks(response), clock, inactivity)
+                    frames = _frames(chunks, self._skip_frame, clock)
                     for event in _events(frames):
                         if self._stop.is_set():
                             return
                         parsed = self._parse(event)
                         if parsed is None:
                             continue
-                        progressed = True
-                        failures, first_failure = 0, None
-                        if parsed.position is None:
+                        position = parsed.position
+                        if position is None:
+                            progressed = True
+                            failures, first_failure = 0, None
                             if skip:
                                 skip -= 1
                                 continue
                             delivered_without_position += 1
                         else:
-                            self.last_position = parsed.position
+                            last = self.last_position
+                            if last is not None and position <= last:
+                                # Positions only increase along a stream: this one
+                                # came already (a repeat), or is stale. Never again.
+                                log.debug(
+                                    "%s: dropped an event at position %d (at %d already)",
+                                    self._what,
+                                    position,
+                                    last,
+                                )
+                                continue
+                            progressed = True
+                            failures, first_failure = 0, None
+                            self.last_position = position
                         yield parsed
                 finally:
                     with self._lock:
@@ -178,10 +203,16 @@ class ResumingStream:
                     response.close()
                 log.debug("%s: the stream ended before the task did; resuming", self._what)
             except Unreachable as err:
-                status = err.status
+                status, reason = err.status, err.reason
             except ClientClosedError:
                 return
-            except (requests.RequestException, ValueError, OSError, AttributeError) as err:
+            except (
+                requests.RequestException,
+                ValueError,
+                OSError,
+                AttributeError,
+                _Silent,
+            ) as err:
                 # (urllib3 raises AttributeError reading a response closed under it.)
                 # A drop mid-stream: connection reset, read time-out (silence past the
                 # inactivity window), a broken chunk.
@@ -200,7 +231,7 @@ class ResumingStream:
             if now - first_failure >= retry.budget:
                 raise RequenceUnreachableError(
                     f"{self._what}: Requence is not reachable right now"
-                    + (f" (HTTP {status})" if status else "")
+                    + (f" ({reason})" if reason else f" (HTTP {status})" if status else "")
                     + f"; gave up after {failures + 1} attempts over "
                     f"{now - first_failure:.1f} s; nothing is lost on Requence's side: "
                     "open the stream again later.",
@@ -219,7 +250,13 @@ class ResumingStream:
         match = _ID_LINE.search(frame)
         log.warning("%s: skipped an event that is not UTF-8 text", self._what)
         if match is not None:
-            self.last_position = int(match.group(1))
+            self._passed(int(match.group(1)))
+
+    def _passed(self, position: int) -> None:
+        """An event at ``position`` was read (and skipped): resume after it. The
+        resume point never moves backwards."""
+        if self.last_position is None or position > self.last_position:
+            self.last_position = position
 
     def _parse(self, event: Any) -> RawEvent | None:
         position: int | None = None
@@ -234,14 +271,14 @@ class ResumingStream:
         except ValueError:
             log.warning("%s: skipped a %r event whose data is not JSON", self._what, event.event)
             if position is not None:
-                self.last_position = position
+                self._passed(position)
             return None
         if not isinstance(data, dict):
             log.warning(
                 "%s: skipped a %r event whose data is not a JSON object", self._what, event.event
             )
             if position is not None:
-                self.last_position = position
+                self._passed(position)
             return None
         return RawEvent(position=position, type=str(event.event), data=data)
 
@@ -340,7 +377,34 @@ MAX_EVENT_BYTES = 32 * 2**20  # far above any payload limit; bounds an endless l
 _ID_LINE = re.compile(rb"^id: ?([0-9]+)$", re.MULTILINE)
 
 
-def _frames(chunks: Iterable[bytes], skip: Callable[[bytes], object]) -> Iterator[bytes]:
+class _Silent(Exception):
+    """No whole event (nor keep-alive) came within the inactivity window."""
+
+
+class _Clock:
+    """When the stream last brought a whole frame (``time.monotonic()``)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+
+def _watched(chunks: Iterable[bytes], clock: _Clock, inactivity: float) -> Iterator[bytes]:
+    """The chunks, until one comes when no whole frame did for ``inactivity`` seconds.
+
+    The socket's read time-out catches a silent connection; this catches one
+    that trickles bytes without ever finishing an event.
+    """
+    for chunk in chunks:
+        if time.monotonic() - clock.last > inactivity:
+            raise _Silent()
+        yield chunk
+
+
+def _frames(
+    chunks: Iterable[bytes], skip: Callable[[bytes], object], clock: _Clock | None = None
+) -> Iterator[bytes]:
     """Whole SSE frames (each ending in a blank line) from arbitrary chunks.
 
     Line ends are normalised to ``\\n``. What follows the last blank line when
@@ -371,6 +435,8 @@ def _frames(chunks: Iterable[bytes], skip: Callable[[bytes], object]) -> Iterato
             continue
         complete = bytes(pending[: end + 2])
         del pending[: end + 2]
+        if clock is not None:
+            clock.last = time.monotonic()
         yield from _checked(complete, skip)
     # At the end a held CR is a line end after all.
     complete, _unfinished = _split_complete(bytes(pending) + (b"\n" if held_cr else b""))

@@ -24,7 +24,7 @@ from ._errors import (
 from ._follow import Created as _Created
 from ._follow import Monitor, server_time
 from ._follow import settle as _settle
-from ._http import Unreachable, error_text
+from ._http import RetryState, Unreachable, error_text
 from ._protocol import (
     IDLE,
     LIVE_BRANCH,
@@ -62,15 +62,12 @@ def _check_timeout(timeout: float | None) -> float | None:
     return float(timeout)
 
 
-def _wait(future: concurrent.futures.Future[Any], timeout: float | None, what: str) -> Any:
-    try:
-        return future.result(_check_timeout(timeout))
-    except concurrent.futures.TimeoutError:
-        raise TaskTimeoutError(
-            f"{what} did not come within {timeout} s; the task goes on. "
-            "Call again to wait longer, or abort() it.",
-            timeout=timeout,
-        ) from None
+def _timed_out(what: str, timeout: float | None) -> TaskTimeoutError:
+    return TaskTimeoutError(
+        f"{what} did not come within {timeout} s; the task goes on. "
+        "Call again to wait longer, or abort() it.",
+        timeout=timeout,
+    )
 
 
 def check_priority(priority: object) -> int:
@@ -234,6 +231,8 @@ class Task:
         )
         self._aborted_with: str | None = None
         self._lock = threading.Lock()
+        # Whether creation is retrying an unreachable Requence right now, and why.
+        self._creation = RetryState()
 
     @classmethod
     def from_id(
@@ -323,7 +322,7 @@ class Task:
             date = response.headers.get("Date")
             return transport.json(response, what=what), date
 
-        prepared, date = transport.retrying(attempt, what=what)
+        prepared, date = transport.retrying(attempt, what=what, state=self._creation)
         task_id = prepared.get("taskId")
         finalize_url = prepared.get("finalizeUrl")
         if not isinstance(task_id, str) or not isinstance(finalize_url, str):
@@ -382,7 +381,7 @@ class Task:
                 server_message=message,
             )
 
-        return transport.retrying(attempt, what=what)
+        return transport.retrying(attempt, what=what, state=self._creation)
 
     def _abort_reason(self, task_id: str) -> str | None:
         """Why a task was aborted before it started: this handle's reason, or Requence's."""
@@ -417,6 +416,58 @@ class Task:
 
     # --- accessors -------------------------------------------------------------
 
+    def _wait(
+        self,
+        future: concurrent.futures.Future[Any],
+        timeout: float | None,
+        what: str,
+        *,
+        follows: bool = False,
+    ) -> Any:
+        """``future``'s result within ``timeout``; an honest error when it does not come.
+
+        Args:
+            follows: The wait is for the task's updates (not only its creation).
+        """
+        try:
+            return future.result(_check_timeout(timeout))
+        except concurrent.futures.TimeoutError:
+            raise self._wait_ended(what, timeout, follows=follows) from None
+
+    def _wait_ended(self, what: str, timeout: float | None, *, follows: bool) -> RequenceError:
+        """Why a wait ended: Requence unreachable while the client retries, or the task
+        is simply not there yet (a :class:`TaskTimeoutError`)."""
+        return self._unreachable(what, timeout, follows=follows) or _timed_out(what, timeout)
+
+    def _unreachable(
+        self, what: str, timeout: float | None, *, follows: bool
+    ) -> RequenceError | None:
+        """The error for a wait that ended while the client still retries an unreachable
+        Requence for this task (its creation, or its updates if ``follows``), or ``None``."""
+        creation = self._creation
+        if creation.failing and not self._created.done():
+            if not self._prepared.done():
+                meanwhile = (
+                    "no task was created yet; the client keeps trying to create it "
+                    "until its retry budget is spent."
+                )
+            else:
+                meanwhile = (
+                    f"task {self._prepared.result()} was prepared but has not started; the "
+                    "client keeps trying to start it until its retry budget is spent."
+                )
+            return creation.wait_ended(what, timeout, meanwhile)
+        if follows:
+            stream = self._monitor.stream
+            if stream is not None and stream.retry_state.failing:
+                return stream.retry_state.wait_ended(
+                    what,
+                    timeout,
+                    "the task's updates cannot be read, so whether it goes on is not known; "
+                    "the client keeps reconnecting. Wait again later.",
+                )
+        return None
+
     def task_id(self, timeout: float | None = None) -> str:
         """The task's id, as soon as the task is created (before it is started).
 
@@ -424,11 +475,11 @@ class Task:
             TaskTimeoutError: Not created within ``timeout`` seconds.
             TaskError, RequenceUnreachableError, AuthenticationError: creation failed.
         """
-        return _wait(self._prepared, timeout, "The task's id")  # type: ignore[no-any-return]
+        return self._wait(self._prepared, timeout, "The task's id")  # type: ignore[no-any-return]
 
     def task_url(self, timeout: float | None = None) -> str | None:
         """The URL to view the task, once it is started."""
-        created: _Created = _wait(self._created, timeout, "The task's URL")
+        created: _Created = self._wait(self._created, timeout, "The task's URL")
         return created.show_url
 
     def finalized(self, timeout: float | None = None) -> str:
@@ -440,7 +491,7 @@ class Task:
             TaskError: Requence rejected the task (``status``, ``message``, ``template``).
             TaskTimeoutError: Not started within ``timeout`` seconds.
         """
-        created: _Created = _wait(self._created, timeout, "The task's start")
+        created: _Created = self._wait(self._created, timeout, "The task's start")
         return created.task_id
 
     def result(self, timeout: float | None = None, *, progress: bool = False) -> TaskResult:
@@ -466,7 +517,9 @@ class Task:
 
             return result_with_progress(self, timeout)
         self._ensure_monitoring()
-        return _wait(self._result, timeout, "The task's result")  # type: ignore[no-any-return]
+        return self._wait(  # type: ignore[no-any-return]
+            self._result, timeout, "The task's result", follows=True
+        )
 
     def updates(self, timeout: float | None = None) -> Iterator[Update]:
         """Iterate the task's updates from the first one, ending after the terminal one.
@@ -642,17 +695,9 @@ class Task:
         return self._monitor.since(index)
 
     def __repr__(self) -> str:
-        if self._result.done():
-            state = "failed" if self._result.exception() else "succeeded"
-        elif self._created.done():
-            state = "creation failed" if self._created.exception() else "started"
-        elif self._prepared.done() and not self._prepared.exception():
-            state = "created"
-        else:
-            state = "creating"
-        task_id = (
-            self._prepared.result()
-            if self._prepared.done() and not self._prepared.exception()
-            else None
-        )
-        return f"<requence_task.Task {self.template!r} id={task_id} {state}>"
+        # The state the HTML view, the progress bar and the command line show; never
+        # waits, and never starts following the task.
+        from ._state import known_id, task_state
+
+        state, _detail = task_state(self)
+        return f"<requence_task.Task {self.template!r} id={known_id(self)} {state}>"

@@ -750,6 +750,23 @@ class ContextFolder:
         before = self._context
         update = structure_update(event_type, data, position, before)
         if type(update) is UnknownUpdate:
+            if (
+                event_type == TASK_END
+                and isinstance(data, dict)
+                and "result" in data
+                and (self._task_id is None or update.task_id == self._task_id)
+            ):
+                # A taskEnd whose other fields are malformed: its result is still
+                # the task's result (anything JSON is a result), so fold it.
+                after = TaskContext(
+                    before.task_id,
+                    before.input,
+                    data["result"],
+                    before.node_data,
+                    before.node_errors,
+                )
+                object.__setattr__(update, "context", after)
+                self._context = after
             return update
         if self._task_id is None:
             self._task_id = update.task_id

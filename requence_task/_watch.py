@@ -148,6 +148,13 @@ class TaskWatcher:
             try:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
+                state = self._stream.retry_state
+                if state.failing:
+                    raise state.wait_ended(
+                        "The next update",
+                        timeout,
+                        "the watcher keeps reconnecting. Iterate again later.",
+                    ) from None
                 raise TaskTimeoutError(
                     f"no update came within {timeout} s; the watcher goes on.", timeout=timeout
                 ) from None

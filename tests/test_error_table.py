@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,7 +45,8 @@ from requence_task._token import _pack, _unpack, decode_access_token, encode_acc
 from requence_task.local import LocalRequence
 from requence_task.local._faults import ENDPOINTS
 
-from .local.templates_for_tests import TEMPLATES
+from .faults.hostile import Handler, Hostile, frame, update
+from .local.templates_for_tests import TEMPLATES, gate
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 TOKEN_VARS = ("REQUENCE_TASK_ACCESS_TOKEN", "REQUENCE_ACCESS_TOKEN")
@@ -72,6 +74,7 @@ class ClientRow:
     fragment: str
     cli_code: int | None
     cli_fragment: str | None
+    timeout_too: bool = False  # "(also a `TimeoutError`)": a subclass that is one
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ def parse(text: str) -> tuple[list[ClientRow], list[ServerRow]]:
                         fragment=_ticked(cells[3], "message", number),
                         cli_code=int(code.group()) if code else None,
                         cli_fragment=(_TICKED.findall(cli) or [None])[0],
+                        timeout_too="also a `TimeoutError`" in cells[2],
                     )
                 )
             else:
@@ -517,6 +521,77 @@ def client_max_workers_zero(ctx: Ctx) -> object:
     return Client(ctx.server.access_token, max_workers=0)
 
 
+@case("timeout-task-goes-on")
+def timeout_task_goes_on(ctx: Ctx) -> object:
+    key = uuid.uuid4().hex
+    try:
+        return Task("gated", {"gate": key}, client=ctx.client).result(timeout=0.5)
+    finally:
+        gate(key).set()
+
+
+def _patient(token: str) -> Client:
+    """A client that retries an unreachable Requence for 30 s."""
+    return Client(token, retry=RetryPolicy(budget=30, initial_backoff=0.05, max_backoff=0.5))
+
+
+@case("timeout-while-unreachable")
+def timeout_while_unreachable(ctx: Ctx) -> object:
+    with _patient(dead_token()) as client:
+        return Task("echo", client=client).finalized(timeout=1)
+
+
+@case("timeout-stream-unreachable")
+def timeout_stream_unreachable(ctx: Ctx) -> object:
+    down = threading.Event()
+
+    def then_down(handler: Handler, body: dict[str, object]) -> None:
+        handler.start_stream()
+        handler.chunk(frame(1, "taskStart", update(input=None)))
+        down.wait(WAIT)
+        handler.close_connection = True
+
+    with Hostile(watch=[then_down]) as hostile, _patient(hostile.access_token) as client:
+        task = Task("echo", client=client)
+        next(task.updates(timeout=WAIT))
+        hostile.stop()
+        down.set()
+        return task.result(timeout=1)
+
+
+# A Requence that breaks the protocol
+
+
+@case("answer-trickled")
+def answer_trickled(ctx: Ctx) -> object:
+    def prepare(handler: Handler, body: dict[str, object]) -> None:
+        handler.trickle_headers(0.5, limit=20)
+
+    with (
+        Hostile(prepare=prepare) as hostile,
+        Client(
+            hostile.access_token,
+            timeouts=Timeouts(connect=1, read=2),
+            retry=RetryPolicy(budget=4, initial_backoff=0.05, max_backoff=0.2),
+        ) as client,
+    ):
+        return Task("echo", client=client).task_id(timeout=WAIT)
+
+
+@case("terminal-update-malformed")
+def terminal_update_malformed(ctx: Ctx) -> object:
+    def watch(handler: Handler, body: dict[str, object]) -> None:
+        handler.stream(
+            frame(1, "taskStart", update(input=None)), frame(2, "taskEnd", update(exit=7))
+        )
+
+    with (
+        Hostile(watch=[watch]) as hostile,
+        Client(hostile.access_token, shared_stream=False, timeouts=QUICK) as client,
+    ):
+        return Task("echo", client=client).result(timeout=WAIT)
+
+
 # Task ids
 
 
@@ -748,6 +823,7 @@ def test_the_page_has_every_section_and_enough_rows() -> None:
         "Priorities",
         "Time-outs",
         "Task ids, and the functions by id",
+        "A Requence that breaks the protocol",
         "The local server's HTTP endpoints",
     }
     assert len(CLIENT_ROWS) >= 40
@@ -828,7 +904,13 @@ def test_client_row(
         error: Exception = err
     else:
         pytest.fail(f"{row.case}: nothing was raised; docs/errors.md says {row.cls}")
-    assert type(error) is expected, f"{row.case}: {type(error).__name__}: {error!r}"
+    if row.timeout_too:
+        # A subclass that is also a TimeoutError, and never says that the task goes on.
+        assert isinstance(error, expected), f"{row.case}: {type(error).__name__}: {error!r}"
+        assert isinstance(error, TimeoutError), f"{row.case}: {error!r}"
+        assert not isinstance(error, requence_task.TaskTimeoutError), f"{row.case}: {error!r}"
+    else:
+        assert type(error) is expected, f"{row.case}: {type(error).__name__}: {error!r}"
     if row.status is not None:
         assert getattr(error, "status", None) == row.status, f"{row.case}: {error!r}"
     assert row.fragment in str(error), f"{row.case}: {error}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import ssl
@@ -55,6 +56,8 @@ from .local.templates_for_tests import TEMPLATES, gate
 
 FAST = RetryPolicy(budget=5, initial_backoff=0.02, max_backoff=0.2)
 TINY = RetryPolicy(budget=0.3, initial_backoff=0.02, max_backoff=0.1)
+# The budget bounds a whole call: a server that answers (if slowly, under load) needs room.
+HEALTHY = RetryPolicy(budget=10, initial_backoff=0.02, max_backoff=0.1)
 QUICK = Timeouts(connect=2, read=10, stream_inactivity=20)
 WAIT = 10
 TOKEN_VARS = ("REQUENCE_TASK_ACCESS_TOKEN", "REQUENCE_ACCESS_TOKEN")
@@ -219,7 +222,7 @@ def seen(rq: LocalRequence, records: _Records) -> Seen:
             seen.said(watcher)
         seen.said(client)
         # A token the server refuses.
-        with Client(wrong, retry=TINY, timeouts=QUICK) as refused:
+        with Client(wrong, retry=HEALTHY, timeouts=QUICK) as refused:
             seen.said(refused)
             seen.raised(
                 lambda: Task("echo", client=refused).finalized(timeout=WAIT), AuthenticationError
@@ -410,8 +413,10 @@ def https_token(port: int) -> str:
 
 
 def test_https_clients_verify_certificates_by_default() -> None:
+    # True, or the CA bundle the environment names (read once, as requests would).
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     with Client(encode_access_token("b" * 12, "https://api.example/v1")) as client:
-        assert client._transport.session.verify is True
+        assert client._transport.session.verify == (bundle or True)
 
 
 def test_turning_verification_off_needs_verify_false_and_warns() -> None:
@@ -517,7 +522,7 @@ def test_verify_with_the_certificate_connects(
         monkeypatch.delenv(name, raising=False)
     token = https_token(https.server_address[1])
     with (
-        Client(token, verify=str(certificate[0]), retry=TINY, timeouts=QUICK) as client,
+        Client(token, verify=str(certificate[0]), retry=HEALTHY, timeouts=QUICK) as client,
         pytest.raises(TaskError) as caught,  # the handshake worked; then a 404
     ):
         Task("echo", client=client).finalized(timeout=WAIT)
@@ -539,7 +544,7 @@ def test_the_verify_argument_wins_over_a_ca_bundle_in_the_environment(
     monkeypatch.setenv(variable, certifi.where())
     token = https_token(https.server_address[1])
     with (
-        Client(token, verify=str(certificate[0]), retry=TINY, timeouts=QUICK) as client,
+        Client(token, verify=str(certificate[0]), retry=HEALTHY, timeouts=QUICK) as client,
         pytest.raises(TaskError) as caught,
     ):
         Task("echo", client=client).finalized(timeout=WAIT)
@@ -552,10 +557,103 @@ def test_verify_false_wins_over_a_ca_bundle_in_the_environment(
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
     token = https_token(https.server_address[1])
     with pytest.warns(UserWarning, match="verify=False"):
-        client = Client(token, verify=False, retry=TINY, timeouts=QUICK)
+        client = Client(token, verify=False, retry=HEALTHY, timeouts=QUICK)
     with client, pytest.raises(TaskError) as caught:
         Task("echo", client=client).finalized(timeout=WAIT)
     assert caught.value.status == 404
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_a_ca_bundle_in_the_environment_is_used_with_verify_true(
+    https: _Https,
+    certificate: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+) -> None:
+    # Read once, when the client is made (requests' per-request lookup is off).
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, str(certificate[0]))
+    with (
+        Client(https_token(https.server_address[1]), retry=HEALTHY, timeouts=QUICK) as client,
+        pytest.raises(TaskError) as caught,
+    ):
+        Task("echo", client=client).finalized(timeout=WAIT)
+    assert caught.value.status == 404  # the handshake worked with the bundle
+
+
+class _ConnectProxy(ThreadingHTTPServer):
+    """An HTTPS proxy: answers CONNECT by piping bytes to the target."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.tunnels: list[str] = []
+        super().__init__(("127.0.0.1", 0), _Tunnel)
+
+
+class _Tunnel(BaseHTTPRequestHandler):
+    server: _ConnectProxy
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_CONNECT(self) -> None:
+        self.server.tunnels.append(self.path)
+        host, _, port = self.path.rpartition(":")
+        upstream = socket.create_connection((host, int(port)), timeout=5)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.wfile.flush()
+
+        def pipe(source: socket.socket, target: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                while data := source.recv(65536):
+                    target.sendall(data)
+            with contextlib.suppress(OSError):
+                target.shutdown(socket.SHUT_WR)
+
+        back = threading.Thread(target=pipe, args=(upstream, self.connection), daemon=True)
+        back.start()
+        pipe(self.connection, upstream)
+        back.join(5)
+        upstream.close()
+        self.close_connection = True
+
+
+def test_an_https_proxy_from_the_environment_is_used(
+    https: _Https, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = _ConnectProxy()
+    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        port = https.server_address[1]
+        with (
+            Client(
+                https_token(port), verify=str(certificate[0]), retry=HEALTHY, timeouts=QUICK
+            ) as client,
+            pytest.raises(TaskError) as caught,
+        ):
+            Task("echo", client=client).finalized(timeout=WAIT)
+        assert caught.value.status == 404
+        assert proxy.tunnels == [f"127.0.0.1:{port}"]
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        with (
+            Client(
+                https_token(port), verify=str(certificate[0]), retry=HEALTHY, timeouts=QUICK
+            ) as client,
+            pytest.raises(TaskError),
+        ):
+            Task("echo", client=client).finalized(timeout=WAIT)
+        assert len(proxy.tunnels) == 1  # NO_PROXY: straight to the server
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(5)
 
 
 # --- the local server ---------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from django.test.utils import setup_test_environment, teardown_test_environment
 from requence_task import Client
 from requence_task._cli import load_templates
 from requence_task.local import LocalRequence
+from requence_task.local._demo import DEMO_TEMPLATES
 
 from ..conftest import Api
 from .conftest import EXAMPLES, WAIT, LogSink, needs_fork, run_in_child, secrets_of
@@ -227,15 +228,39 @@ def test_a_requence_that_is_gone_is_a_503(web: DjangoClient, refused_token: str)
     assert took < 5, took
 
 
-def test_a_requence_that_is_gone_is_a_504_when_the_finalize_timeout_comes_first(
+def test_a_requence_that_is_gone_is_a_503_when_the_finalize_timeout_comes_first(
     web: DjangoClient, refused_token: str
 ) -> None:
-    with own_settings(refused_token, FINALIZE_TIMEOUT=0.3, RETRY_BUDGET=30):
+    # The time-out ends while the client still retries refused connections:
+    # that is Requence being down (503), not a slow task (504).
+    with own_settings(refused_token, FINALIZE_TIMEOUT=0.5, RETRY_BUDGET=30):
         began = time.monotonic()
         response = start(web, {"name": "Ada"})
         took = time.monotonic() - began
-    assert response.status_code == 504
-    assert took < 3, took  # not the 30 s retry budget
+    assert response.status_code == 503, response.json()
+    assert response.json() == {
+        "error": "unavailable",
+        "message": "Requence is not reachable; retry later.",
+    }
+    assert response["Retry-After"] == "5"
+    assert took < 3, took  # the finalize time-out, not the 30 s retry budget
+
+
+def test_a_requence_stopped_mid_use_is_a_503(web: DjangoClient) -> None:
+    # A real local Requence, stopped: what a web view sees when Requence goes down.
+    rq = LocalRequence(DEMO_TEMPLATES).start()
+    try:
+        with own_settings(rq.access_token, FINALIZE_TIMEOUT=1, RETRY_BUDGET=30):
+            assert start(web, {"name": "Ada"}).status_code == 202
+            rq.stop()
+            began = time.monotonic()
+            response = start(web, {"name": "Ada"})
+            took = time.monotonic() - began
+    finally:
+        rq.stop()
+    assert response.status_code == 503, response.json()
+    assert response.json()["error"] == "unavailable"
+    assert took < 4, took
 
 
 def test_an_unknown_template_is_a_502_not_the_callers_fault(

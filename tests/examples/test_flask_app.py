@@ -29,6 +29,7 @@ from flask.testing import FlaskClient
 from requence_task import Client, ConfigurationError, MissingTokenError
 from requence_task._cli import load_templates
 from requence_task.local import LocalRequence
+from requence_task.local._demo import DEMO_TEMPLATES
 
 from ..conftest import Api
 from .conftest import EXAMPLES, WAIT, LogSink, needs_fork, run_in_child, secrets_of
@@ -230,13 +231,15 @@ def test_a_requence_that_is_gone_is_a_503(create_app: Any, refused_token: str) -
     assert took < 5, took
 
 
-def test_a_requence_that_is_gone_is_a_504_when_the_finalize_timeout_comes_first(
+def test_a_requence_that_is_gone_is_a_503_when_the_finalize_timeout_comes_first(
     create_app: Any, refused_token: str
 ) -> None:
+    # The time-out ends while the client still retries refused connections:
+    # that is Requence being down (503), not a slow task (504).
     app = make_app(
         create_app,
         refused_token,
-        REQUENCE_TASK_FINALIZE_TIMEOUT=0.3,
+        REQUENCE_TASK_FINALIZE_TIMEOUT=0.5,
         REQUENCE_TASK_RETRY_BUDGET=30,
     )
     try:
@@ -245,8 +248,35 @@ def test_a_requence_that_is_gone_is_a_504_when_the_finalize_timeout_comes_first(
         took = time.monotonic() - began
     finally:
         app.extensions["requence_task"].close()
-    assert response.status_code == 504
-    assert took < 3, took  # not the 30 s retry budget
+    assert response.status_code == 503, response.get_json()
+    assert response.get_json() == {
+        "error": "unavailable",
+        "message": "Requence is not reachable; retry later.",
+    }
+    assert response.headers["Retry-After"] == "5"
+    assert took < 3, took  # the finalize time-out, not the 30 s retry budget
+
+
+def test_a_requence_stopped_mid_use_is_a_503(create_app: Any) -> None:
+    # A real local Requence, stopped: what a web view sees when Requence goes down.
+    with LocalRequence(DEMO_TEMPLATES) as rq:
+        app = make_app(
+            create_app,
+            rq.access_token,
+            REQUENCE_TASK_FINALIZE_TIMEOUT=1,
+            REQUENCE_TASK_RETRY_BUDGET=30,
+        )
+        web = app.test_client()
+        assert start(web, {"name": "Ada"}).status_code == 202
+    try:
+        began = time.monotonic()
+        response = start(web, {"name": "Ada"})
+        took = time.monotonic() - began
+    finally:
+        app.extensions["requence_task"].close()
+    assert response.status_code == 503, response.get_json()
+    assert response.get_json()["error"] == "unavailable"
+    assert took < 4, took
 
 
 def test_an_unknown_template_is_a_502_not_the_callers_fault(

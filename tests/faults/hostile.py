@@ -1,0 +1,255 @@
+"""A small Requence of the tests' own that misbehaves as each test scripts it.
+
+Prepare, finalize and get answer properly unless a test replaces them; each
+connection to a watch route (``/task/watch/{id}`` or ``/task/watch-all``)
+runs the next script of that route (404 once its scripts are used up). A
+script gets the request handler and the JSON body of the request, and writes
+whatever it likes: proper SSE frames, repeated or stale ones, malformed
+updates, headers or bodies trickled a byte at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from requence_task._token import encode_access_token
+
+TASK_ID = "t-hostile"
+BEARER = "hostile-bearer"
+
+Script = Callable[["Handler", dict[str, Any]], None]
+
+
+def frame(position: int | None, event: str, data: Any) -> bytes:
+    """One SSE frame of the protocol's shape."""
+    lines = [] if position is None else [f"id: {position}"]
+    lines.append(f"event: {event}")
+    lines.append(f"data: {data if isinstance(data, str) else json.dumps(data)}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def update(task_id: str = TASK_ID, **fields: Any) -> dict[str, Any]:
+    """An update's data, as on the watch-all stream (both spellings of the id)."""
+    return {
+        "taskId": task_id,
+        "task_id": task_id,
+        "rootTaskId": None,
+        "timestamp": "2024-05-01T12:00:00+00:00",
+        "updateId": str(uuid.uuid4()),
+        **fields,
+    }
+
+
+def node(alias: str) -> dict[str, Any]:
+    return {"id": f"n-{alias}", "type": "service", "alias": alias}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    hostile: Hostile
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up mid-answer is what these tests do
+
+
+class Hostile:
+    """The server. Use as a context manager; ``stop()`` refuses connections from then on."""
+
+    def __init__(
+        self,
+        *,
+        watch: list[Script] | None = None,
+        watch_all: list[Script] | None = None,
+        prepare: Script | None = None,
+        finalize: Script | None = None,
+    ) -> None:
+        self.scripts: dict[str, list[Script]] = {
+            "watch": list(watch or []),
+            "watch-all": list(watch_all or []),
+        }
+        self.prepare = prepare
+        self.finalize = finalize
+        self.bodies: dict[str, list[dict[str, Any]]] = {"watch": [], "watch-all": []}
+        self.requests: list[tuple[str, str, dict[str, str]]] = []  # method, path, headers
+        self.lock = threading.Lock()
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
+        self.httpd.hostile = self
+        self.port = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.stopped = threading.Event()
+
+    @property
+    def access_token(self) -> str:
+        return encode_access_token(BEARER, self.base_url)
+
+    def __enter__(self) -> Hostile:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop accepting: from now on connections to the port are refused."""
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        if self._thread.is_alive():
+            self.httpd.shutdown()
+            self._thread.join(5)
+        self.httpd.server_close()
+
+    def next_script(self, route: str, body: dict[str, Any]) -> Script | None:
+        with self.lock:
+            self.bodies[route].append(body)
+            scripts = self.scripts[route]
+            return scripts.pop(0) if scripts else None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    @property
+    def hostile(self) -> Hostile:
+        return self.server.hostile
+
+    # --- writing -----------------------------------------------------------------
+
+    def send_json(self, status: int, body: Any) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        self.wfile.flush()
+
+    def start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+
+    def chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def end_stream(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def stream(self, *frames: bytes) -> None:
+        """A whole stream: these frames, then a clean end."""
+        self.start_stream()
+        for part in frames:
+            self.chunk(part)
+        self.end_stream()
+
+    def trickle(self, data: bytes, every: float, *, limit: float = 60.0) -> bool:
+        """Write ``data`` one byte every ``every`` seconds (at most ``limit`` s);
+        False once the client has gone."""
+        ends = time.monotonic() + limit
+        for byte in data:
+            if time.monotonic() > ends or self.hostile.stopped.is_set():
+                return False
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except OSError:
+                return False
+            time.sleep(every)
+        return True
+
+    def trickle_headers(self, every: float = 0.5, *, limit: float = 60.0) -> None:
+        """A status line, then one more header line every ``every`` s, never ending."""
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            self.wfile.flush()
+            ends = time.monotonic() + limit
+            n = 0
+            while time.monotonic() < ends and not self.hostile.stopped.is_set():
+                time.sleep(every)
+                n += 1
+                self.wfile.write(f"X-Slow-{n}: {n}\r\n".encode())
+                self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def trickle_body(self, every: float = 0.2, *, limit: float = 60.0) -> None:
+        """Headers at once, then a JSON body a byte at a time."""
+        payload = json.dumps({"taskId": TASK_ID, "padding": "x" * 400}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.flush()
+        self.trickle(payload, every, limit=limit)
+        self.close_connection = True
+
+    # --- routes ------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self.hostile.requests.append(("GET", self.path, dict(self.headers)))
+        if self.path == f"/task/{TASK_ID}":
+            self.send_json(200, {"id": TASK_ID, "status": "RUNNING", "taskTemplate": "hostile"})
+        else:
+            self.send_json(404, {"message": f"no route {self.path}"})
+
+    def do_POST(self) -> None:
+        self.hostile.requests.append(("POST", self.path, dict(self.headers)))
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        base = self.hostile.base_url
+        if self.path.startswith("/task/prepare/"):
+            if self.hostile.prepare is not None:
+                self.hostile.prepare(self, {})
+                return
+            self.send_json(
+                200,
+                {
+                    "taskId": TASK_ID,
+                    "finalizeUrl": f"{base}/task/finalize/{TASK_ID}",
+                    "branch": "live",
+                },
+            )
+        elif self.path == f"/task/finalize/{TASK_ID}":
+            if self.hostile.finalize is not None:
+                self.hostile.finalize(self, json.loads(raw or b"{}"))
+                return
+            self.send_json(
+                200,
+                {
+                    "taskId": TASK_ID,
+                    "urls": {
+                        "watch": f"{base}/task/watch/{TASK_ID}",
+                        "show": f"{base}/tasks/{TASK_ID}",
+                    },
+                },
+            )
+        elif self.path in (f"/task/watch/{TASK_ID}", "/task/watch-all"):
+            route = "watch" if self.path.startswith("/task/watch/") else "watch-all"
+            body = json.loads(raw or b"{}")
+            script = self.hostile.next_script(route, body)
+            if script is None:
+                self.send_json(404, {"message": "the script is used up"})
+            else:
+                script(self, body)
+        elif self.path.startswith("/task/ack/"):
+            self.send_json(200, {})
+        else:
+            self.send_json(404, {"message": f"no route {self.path}"})
