@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 
+from ._by_id import abort_task, ack_task, get_task, protect_task, recreate_task
 from ._client import BranchWarning, Client
 from ._config import RetryPolicy, Timeouts
 from ._errors import (
@@ -28,6 +29,7 @@ from ._errors import (
     MissingTokenError,
     RequenceError,
     RequenceUnreachableError,
+    ResultTypeError,
     TaskAbortedError,
     TaskError,
     TaskFailedError,
@@ -35,33 +37,25 @@ from ._errors import (
     TaskTimeoutError,
 )
 from ._fanout import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
-from ._functions import (
-    TaskInfo,
-    TaskStatus,
-    abort_task,
-    ack_task,
-    get_task,
-    protect_task,
-    recreate_task,
-)
-from ._task import Task
-from ._updates import (
+from ._models import (
     NodeDeferUpdate,
     NodeEndUpdate,
     NodeErrorUpdate,
     NodeInfo,
     NodeStartUpdate,
     NodeUpdateUpdate,
-    ResultTypeError,
     TaskAbortedUpdate,
     TaskContext,
     TaskEndUpdate,
     TaskErrorUpdate,
+    TaskInfo,
     TaskResult,
     TaskStartUpdate,
+    TaskStatus,
     UnknownUpdate,
     Update,
 )
+from ._task import Task
 from ._version import __version__
 from ._watch import TaskWatcher, watch_tasks
 

@@ -36,8 +36,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import TaskTimeoutError
-from ._fanout import check_timeout
-from ._updates import TaskResult, Update
+from ._models import TaskResult, Update
+from ._validate import check_timeout
 
 if TYPE_CHECKING:
     from ._task import Task

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn, TextIO
 
-from . import _state
+from . import _fold as _state
 
 if TYPE_CHECKING:
     from . import Client, Task, Update

@@ -9,16 +9,15 @@ import warnings
 import weakref
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-from urllib.parse import quote
 
+from ._api import RequenceApi
 from ._config import TOKEN_ENV_VARS, RetryPolicy, Timeouts, resolve_access_token
-from ._errors import ConfigurationError, TaskError, TaskNotFoundError
+from ._errors import ConfigurationError
 from ._follow import Follower
-from ._http import Transport, Unreachable, error_text
+from ._http import Transport
 from ._pool import WorkerPool
-from ._protocol import STATUS_CONFLICT, abort_path, ack_path, get_path, protect_path
 from ._stream import ResumingStream
+from ._validate import check_flag
 
 log = logging.getLogger("requence_task")
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
@@ -83,8 +82,7 @@ class Client:
             raise ConfigurationError("retry must be a requence_task.RetryPolicy")
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ConfigurationError(f"max_workers must be a positive integer, got {max_workers!r}")
-        if not isinstance(shared_stream, bool):
-            raise ConfigurationError("shared_stream must be True or False")
+        check_flag(shared_stream, "shared_stream")
         if verify is False and parts.base_url.startswith("https://"):
             warnings.warn(
                 "TLS certificate verification is off for this client (verify=False): "
@@ -104,11 +102,12 @@ class Client:
             verify=verify,
             stop=self._stop,
         )
+        self._api = RequenceApi(self._transport, parts.base_url)
         self._pool = WorkerPool(max_workers, name="requence-task")
         self._warned: set[tuple[str, str]] = set()
         self._streams: weakref.WeakSet[ResumingStream] = weakref.WeakSet()
         self._lock = threading.Lock()
-        self._follower = Follower(self, shared=shared_stream)
+        self._follower = Follower(self._api, self._pool, self._track, shared=shared_stream)
         _clients.add(self)
 
     @property
@@ -164,78 +163,10 @@ class Client:
         self._transport.reset_after_fork()
         self._follower.reset_after_fork()
 
-    # --- operations by task id (used by Task and the functions by id) ---------
-
     def _url(self, path: str) -> str:
-        return self._base_url + path
-
-    def _post_by_id(self, path: str, task_id: str, *, what: str, body: bytes | None = None) -> None:
-        url = self._url(path)
-        lost = False  # an earlier attempt may have landed with its answer lost
-
-        def attempt() -> None:
-            nonlocal lost
-            try:
-                response = self._transport.send(
-                    "POST", url, body=body, content_type="text/plain; charset=utf-8"
-                )
-            except Unreachable as err:
-                lost = lost or err.status is None
-                raise
-            status = response.status_code
-            if response.ok:
-                response.close()
-                return
-            message = error_text(response)
-            response.close()
-            if status == 404:
-                raise TaskNotFoundError(
-                    f"{what}: no task {task_id} exists for this token ({message})", task_id=task_id
-                )
-            if status == STATUS_CONFLICT:
-                if lost:
-                    # The conflict is our own earlier attempt's doing: it worked.
-                    log.debug("%s: 409 after a lost answer; the first attempt landed", what)
-                    return
-                raise TaskError(f"{what}: {message}", status=status, task_id=task_id)
-            raise TaskError(
-                f"{what} failed with HTTP {status}: {message}", status=status, task_id=task_id
-            )
-
-        self._transport.retrying(attempt, what=what)
-
-    def _abort(self, task_id: str, reason: str | None) -> None:
-        self._post_by_id(
-            abort_path(quote(task_id, safe="")),
-            task_id,
-            what=f"abort of task {task_id}",
-            body=(reason or "").encode("utf-8"),
-        )
-
-    def _protect(self, task_id: str) -> None:
-        self._post_by_id(
-            protect_path(quote(task_id, safe="")), task_id, what=f"protect of task {task_id}"
-        )
-
-    def _ack(self, task_id: str) -> None:
-        self._post_by_id(ack_path(quote(task_id, safe="")), task_id, what=f"ack of task {task_id}")
-
-    def _get(self, task_id: str) -> dict[str, Any]:
-        url = self._url(get_path(quote(task_id, safe="")))
-        what = f"get of task {task_id}"
-
-        def attempt() -> dict[str, Any]:
-            response = self._transport.send("GET", url)
-            if response.status_code == 404:
-                message = error_text(response)
-                response.close()
-                raise TaskNotFoundError(
-                    f"{what}: no task {task_id} exists for this token ({message})", task_id=task_id
-                )
-            self._transport.expect_ok(response, what=what)
-            return self._transport.json(response, what=what)
-
-        return self._transport.retrying(attempt, what=what)
+        # Only for the command line's types download (_cli), until it calls
+        # self._api.python_types(); nothing else in the client builds URLs here.
+        return self._api.url(path)
 
     def _warn_branch(self, template: str, branch: str) -> None:
         with self._lock:
@@ -248,6 +179,32 @@ class Client:
             BranchWarning,
             stacklevel=2,
         )
+
+
+def check_client(access_token: object, client: object) -> None:
+    """Check a call's ``client=`` and ``access_token=``: not both, and a real client.
+
+    Raises:
+        ConfigurationError: Both were given (a client has its own token), or
+            ``client`` is not a :class:`Client`.
+    """
+    if client is not None and access_token is not None:
+        raise ConfigurationError(
+            "pass either client= or access_token=, not both (a client has its own token)"
+        )
+    if client is not None and not isinstance(client, Client):
+        raise ConfigurationError("client must be a requence_task.Client")
+
+
+def client_for(access_token: str | None, client: Client | None) -> Client:
+    """The client a call uses: ``client``, else the shared one for ``access_token``.
+
+    Raises:
+        ConfigurationError: As :func:`check_client`.
+        MissingTokenError, InvalidTokenError: No usable access token.
+    """
+    check_client(access_token, client)
+    return client if client is not None else default_client(access_token)
 
 
 def default_client(access_token: str | None) -> Client:

@@ -17,7 +17,6 @@ Every error is a ``RequenceError``; a built-in in brackets is a base class too:
     │   └── TaskAbortedError                 it was aborted
     ├── TaskTimeoutError (TimeoutError)      a wait passed its time-out; the task goes on
     └── ResultTypeError (ValueError)         result_as(): the result does not fit the class
-                                             (defined beside TaskResult, in _updates)
 
 Every message says what was wrong and what to do. None ever contains an
 access token: not the encoded token, not the bearer inside it. Attributes
@@ -29,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._updates import TaskContext
+    from ._models import TaskContext
 
 
 class RequenceError(Exception):
@@ -234,6 +233,26 @@ class TaskTimeoutError(RequenceError, TimeoutError):
     def __init__(self, message: str, *, timeout: float | None = None) -> None:
         super().__init__(message)
         self.timeout = timeout
+
+
+class ResultTypeError(RequenceError, ValueError):
+    """A task's result does not fit the type asked for (:meth:`TaskResult.result_as`).
+
+    Attributes:
+        target: The type asked for.
+        errors: One line per mismatch, each ending in the path of the value
+            (``invalid value for type, expected int @ result.total``).
+        cause: The cattrs exception behind it.
+    """
+
+    def __init__(
+        self, message: str, *, target: object, errors: list[str], cause: BaseException
+    ) -> None:
+        """Make the error; ``message`` is its whole text."""
+        super().__init__(message)
+        self.target = target
+        self.errors = errors
+        self.cause = cause
 
 
 def _summary(value: Any, limit: int = 2000) -> str:

@@ -1,9 +1,9 @@
-"""Many tasks at once: ``Task.map``, :func:`as_completed` and :func:`wait`.
+"""Many tasks at once: :func:`as_completed` and :func:`wait`.
 
-Nothing here holds a thread per task. ``Task.map`` only builds handles: their
-creation runs on the client's pool, so at most ``Client.max_workers`` tasks
-are being created at any moment however many inputs there are (the rest wait
-in the pool's queue, in order). :func:`as_completed` and :func:`wait` wait on
+Nothing here holds a thread per task. (``Task.map``, which starts many, only
+builds handles: their creation runs on the client's pool, so at most
+``Client.max_workers`` tasks are being created at any moment however many
+inputs there are.) :func:`as_completed` and :func:`wait` wait on
 the tasks' ``concurrent.futures`` futures, as the functions of that module of
 the same names do, on the calling thread.
 """
@@ -11,17 +11,13 @@ the same names do, on the calling thread.
 from __future__ import annotations
 
 import concurrent.futures
-import inspect
-import json
-import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError, TaskTimeoutError
-
-if TYPE_CHECKING:
-    from ._task import Task
+from ._progress import wait_with_progress
+from ._task import Task
+from ._validate import check_flag, check_timeout
 
 __all__ = ["ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "as_completed", "wait"]
 
@@ -35,26 +31,7 @@ ALL_COMPLETED = concurrent.futures.ALL_COMPLETED
 _RETURN_WHEN = (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION)
 
 
-def check_timeout(timeout: object) -> float | None:
-    """``timeout`` as seconds, or :class:`ConfigurationError` if it cannot be one."""
-    if timeout is None:
-        return None
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or math.isnan(timeout)
-        or timeout < 0
-    ):
-        raise ConfigurationError(
-            f"timeout must be None (wait as long as it takes) or a number of seconds >= 0, "
-            f"got {timeout!r}"
-        )
-    return float(timeout)
-
-
 def _check_tasks(tasks: object, what: str) -> list[Task]:
-    from ._task import Task
-
     if isinstance(tasks, Task):  # iterable too, but over its updates
         raise ConfigurationError(f"{what} takes an iterable of Task handles: pass [task]")
     if isinstance(tasks, (str, bytes, Mapping)) or not isinstance(tasks, Iterable):
@@ -69,46 +46,6 @@ def _check_tasks(tasks: object, what: str) -> list[Task]:
             )
         unique.setdefault(id(task), task)
     return list(unique.values())
-
-
-def map_tasks(
-    cls: type[Task], template: str, inputs: Iterable[Any], options: dict[str, Any]
-) -> list[Task]:
-    """``Task.map``: validate every input and option, then build one handle per input."""
-    if isinstance(inputs, (str, bytes, Mapping)) or not isinstance(inputs, Iterable):
-        raise ConfigurationError(
-            f"Task.map takes an iterable of inputs (a list, one input per task), got "
-            f"{type(inputs).__name__}; for one task, use Task(template, input)."
-        )
-    if "input" in options:
-        raise ConfigurationError(
-            "Task.map takes the inputs as its second argument, one per task; "
-            "do not pass input= as well"
-        )
-    allowed = {
-        name
-        for name, parameter in inspect.signature(cls.__init__).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ConfigurationError(
-            f"Task.map got unknown option(s) {', '.join(unknown)}; "
-            f"it takes those of Task: {', '.join(sorted(allowed))}"
-        )
-    items = list(inputs)
-    for index, item in enumerate(items):
-        try:
-            json.dumps(item, allow_nan=False, ensure_ascii=False).encode("utf-8")
-        except (TypeError, ValueError) as err:
-            raise ConfigurationError(
-                f"Task.map: inputs[{index}] is not JSON-serialisable ({err}); "
-                "no task was started. Inputs must be dicts, lists, strings, numbers, "
-                "booleans or None."
-            ) from None
-    # The first handle checks the template and the options before it sends anything,
-    # so a wrong option raises here with no task started.
-    return [cls(template, item, **options) for item in items]
 
 
 def as_completed(tasks: Iterable[Task], timeout: float | None = None) -> Iterator[Task]:
@@ -201,13 +138,10 @@ def wait(
             f"return_when must be ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION, "
             f"got {return_when!r}"
         )
-    if not isinstance(progress, bool):
-        raise ConfigurationError("progress must be True or False")
+    check_flag(progress, "progress")
     found = _check_tasks(tasks, "wait()")
     if progress:
-        from ._display import wait_with_progress
-
-        return wait_with_progress(found, seconds, return_when)
+        return wait_with_progress(found, wait_stepwise(found, seconds, return_when))
     futures = {task.future: task for task in found}
     done, not_done = concurrent.futures.wait(futures, seconds, return_when)
     return {futures[f] for f in done}, {futures[f] for f in not_done}

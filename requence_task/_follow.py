@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import email.utils
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import attrs
-
+from ._api import RequenceApi
 from ._errors import (
     ApiError,
     AuthenticationError,
@@ -45,12 +43,13 @@ from ._errors import (
     TaskNotFoundError,
     TaskTimeoutError,
 )
-from ._protocol import TASK_END, TASK_ERROR, WATCH_ALL_PATH
-from ._stream import RawEvent, ResumingStream
-from ._updates import ContextFolder, TaskResult, UnknownUpdate, Update
-
-if TYPE_CHECKING:
-    from ._client import Client
+from ._fold import ContextFolder
+from ._models import Created, TaskResult, UnknownUpdate, Update
+from ._pool import WorkerPool
+from ._protocol import TASK_END, TASK_ERROR
+from ._sse import RawEvent
+from ._stream import ResumingStream
+from ._wire import needs_ack, raw_reason, raw_result, route_key, update_id
 
 log = logging.getLogger("requence_task")
 
@@ -66,33 +65,10 @@ REPLAY_WINDOW = 60.0
 _PRUNE_EVERY = 1024
 
 
-@attrs.frozen
-class Created:
-    """What finalize told about a started task."""
-
-    task_id: str
-    watch_url: str
-    show_url: str | None
-
-
 def settle(future: concurrent.futures.Future[Any], error: BaseException) -> None:
     """Fail ``future`` with ``error`` unless it is already settled."""
     with contextlib.suppress(concurrent.futures.InvalidStateError):
         future.set_exception(error)
-
-
-def server_time(date_header: str | None) -> float | None:
-    """The server's clock (epoch seconds) from an HTTP ``Date`` header."""
-    if not date_header:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(date_header).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def _route_key(data: dict[str, Any]) -> object:
-    return data.get("rootTaskId") or data.get("taskId") or data.get("task_id")
 
 
 class Monitor:
@@ -100,7 +76,7 @@ class Monitor:
 
     def __init__(
         self,
-        client: Client,
+        follower: Follower,
         *,
         template: str | None,
         created: concurrent.futures.Future[Created],
@@ -116,7 +92,7 @@ class Monitor:
         self.prepared_at: float | None = None  # the server's clock, epoch seconds
         self.terminal: Update | None = None
         self.stream: ResumingStream | None = None  # the stream feeding it, if any
-        self._client = client
+        self._follower = follower
         self._template = template
         self._created = created
         self._result = result
@@ -147,7 +123,7 @@ class Monitor:
                 return
             self._demanded = True
             terminal = self.terminal
-        self._client._follower.demand(self)
+        self._follower.demand(self)
         if terminal is not None:
             self._start_finish(terminal)
 
@@ -161,9 +137,7 @@ class Monitor:
     def skip_seen(self) -> None:
         """The next source replays the task from its start: skip what came already."""
         with self.cond:
-            self._skip_ids = {
-                uid for u in self.updates if isinstance(uid := u.raw.get("updateId"), str)
-            }
+            self._skip_ids = {uid for u in self.updates if (uid := update_id(u.raw)) is not None}
 
     # --- feeding -------------------------------------------------------------------
 
@@ -173,8 +147,8 @@ class Monitor:
             if self.terminal is not None or self.finished:
                 return True
             if self._skip_ids:
-                uid = raw.data.get("updateId")
-                if isinstance(uid, str) and uid in self._skip_ids:
+                uid = update_id(raw.data)
+                if uid is not None and uid in self._skip_ids:
                     self._skip_ids.discard(uid)
                     return False
             if self._folder is None:
@@ -223,12 +197,9 @@ class Monitor:
         self._finish_now(terminal)
 
     def _finish_now(self, terminal: Update) -> None:
-        needs_ack = (
-            getattr(terminal, "require_ack", False) or terminal.raw.get("requireAck") is True
-        )
-        if needs_ack:
+        if needs_ack(terminal):
             try:  # the ack is a request: not on the stream's thread
-                self._client._pool.submit(lambda: self._finish(terminal, True))
+                self._follower.pool.submit(lambda: self._finish(terminal, True))
                 return
             except RequenceError:
                 pass  # the client is closing: finish without the ack
@@ -238,17 +209,16 @@ class Monitor:
         task_id = self.task_id or update.task_id
         if ack:
             try:
-                self._client._ack(task_id)
+                self._follower.api.ack(task_id)
             except RequenceError as err:
                 log.warning("could not ack the delivery of task %s: %s", task_id, err)
         context = update.context
         problem = update.problem if isinstance(update, UnknownUpdate) else None
         reason = getattr(update, "reason", None)
         if problem is not None and reason is None:
-            raw_reason = update.raw.get("reason")
-            reason = raw_reason if isinstance(raw_reason, str) else None
+            reason = raw_reason(update.raw)
         if update.type == TASK_END:
-            if problem is not None and "result" not in update.raw:
+            if problem is not None and not raw_result(update.raw)[0]:
                 # Never a success with its result missing: say what could not be read.
                 settle(
                     self._result,
@@ -361,10 +331,26 @@ class Monitor:
 
 
 class Follower:
-    """A client's routing of monitors to the shared stream or their own."""
+    """A client's routing of monitors to the shared stream or their own.
 
-    def __init__(self, client: Client, *, shared: bool = True) -> None:
-        self._client = client
+    Args:
+        api: The client's API (streams, acks).
+        pool: The client's worker pool (acks run there, not on a stream's thread).
+        track: Closes a stream when the client closes.
+        shared: Whether to use the shared stream at all.
+    """
+
+    def __init__(
+        self,
+        api: RequenceApi,
+        pool: WorkerPool,
+        track: Callable[[ResumingStream], None],
+        *,
+        shared: bool = True,
+    ) -> None:
+        self.api = api
+        self.pool = pool
+        self.track = track
         self._lock = threading.Lock()
         # "open", "closed", or "unavailable" (watch-all refused, or not wanted)
         self._state = "closed" if shared else "unavailable"
@@ -492,13 +478,8 @@ class Follower:
 
     def _open(self) -> None:
         since = datetime.fromtimestamp(self._since, tz=timezone.utc).isoformat()
-        client = self._client
-        stream = ResumingStream(
-            client._transport,
-            client._url(WATCH_ALL_PATH),
-            since=since,
-            what="the shared update stream (watch-all)",
-            stop=threading.Event(),
+        stream = self.api.watch_all(
+            since=since, what="the shared update stream (watch-all)", stop=threading.Event()
         )
         self._stream = stream
         self._state = "open"
@@ -506,14 +487,14 @@ class Follower:
             monitor = ref()
             if monitor is not None:
                 monitor.stream = stream
-        client._track(stream)
+        self.track(stream)
         threading.Thread(
             target=self._run, args=(stream,), name="requence-task-follow", daemon=True
         ).start()
 
     def _own(self, monitor: Monitor) -> None:
         monitor.source = "own"
-        monitor._created.add_done_callback(lambda _f: _OwnStream(self._client, monitor).start())
+        monitor._created.add_done_callback(lambda _f: _OwnStream(self, monitor).start())
 
     def _close_if_idle(self) -> None:
         """Close the shared stream once nobody waits on a task on it and no task
@@ -566,7 +547,7 @@ class Follower:
         error: BaseException | None = None
         try:
             for raw in stream:
-                key = _route_key(raw.data)
+                key = route_key(raw.data)
                 ref = self._attached.get(key)
                 if ref is None:
                     continue
@@ -619,8 +600,8 @@ class Follower:
 class _OwnStream:
     """One task's own update stream, on a thread of its own."""
 
-    def __init__(self, client: Client, monitor: Monitor) -> None:
-        self._client = client
+    def __init__(self, follower: Follower, monitor: Monitor) -> None:
+        self._follower = follower
         self._monitor = monitor
 
     def start(self) -> None:
@@ -635,14 +616,13 @@ class _OwnStream:
             return
         if monitor.task_id is None:
             monitor.prepared(created.task_id, None)
-        stream = ResumingStream(
-            self._client._transport,
+        stream = self._follower.api.watch(
             created.watch_url,
             what=f"the update stream of task {created.task_id}",
             task_id=created.task_id,
             stop=threading.Event(),
         )
-        self._client._track(stream)
+        self._follower.track(stream)
         monitor.stream = stream
         try:
             for raw in stream:

@@ -192,6 +192,81 @@ class RetryState:
         )
 
 
+class Backoff:
+    """The backoff and budget of one run of retries: the one bookkeeping of both
+    a request's retries (:meth:`Transport.retrying`) and a stream's reconnects.
+
+    The budget (``policy.budget`` seconds) starts when the backoff is made, for
+    a request (whose budget bounds the whole call); or, made with
+    ``from_first_failure=True``, at the first failure after the last
+    :meth:`reset`, for a stream (whose budget counts from its last event).
+
+    Args:
+        policy: The client's retry policy.
+        bound: An earlier end (``time.monotonic()``) that the budget may not pass:
+            the deadline of an enclosing call.
+        from_first_failure: Start the budget at the first failure, not now.
+    """
+
+    __slots__ = ("_bound", "_from_first_failure", "attempts", "deadline", "policy", "started")
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        bound: float | None = None,
+        from_first_failure: bool = False,
+    ) -> None:
+        self.policy = policy
+        self._bound = bound
+        self._from_first_failure = from_first_failure
+        self.attempts = 0  # failed attempts since the budget started
+        self.started: float | None = None
+        self.deadline: float | None = None
+        if not from_first_failure:
+            self._start(time.monotonic())
+
+    def _start(self, now: float) -> None:
+        self.started = now
+        deadline = now + self.policy.budget
+        if self._bound is not None and self._bound < deadline:
+            deadline = self._bound
+        self.deadline = deadline
+
+    def reset(self) -> None:
+        """Progress was made: the next failure starts afresh (streams only)."""
+        self.attempts = 0
+        if self._from_first_failure:
+            self.started = self.deadline = None
+
+    def failed(self) -> float | None:
+        """Count one failed attempt; the pause before the next, or ``None`` once the
+        budget is spent (give up)."""
+        now = time.monotonic()
+        if self.deadline is None:
+            self._start(now)
+        assert self.deadline is not None
+        self.attempts += 1
+        left = self.deadline - now
+        if left <= 0:
+            return None
+        return min(self.policy.delay(self.attempts - 1), left)
+
+    def left(self) -> float:
+        """Seconds until the budget ends (0 once it has, or before it started)."""
+        if self.deadline is None:
+            return 0.0
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def room_for(self, seconds: float) -> bool:
+        """Whether an attempt that takes ``seconds`` still ends before the budget does."""
+        return self.deadline is not None and self.deadline - time.monotonic() > seconds
+
+    def spent(self) -> float:
+        """Seconds since the budget started."""
+        return 0.0 if self.started is None else time.monotonic() - self.started
+
+
 # --- the overall deadline of a request ----------------------------------------------------------
 
 _current = threading.local()  # .entry: the _Deadline of this thread's request; .call_deadline
@@ -538,13 +613,9 @@ class Transport:
         (or of the enclosing call's end, if that comes first). ``state``, if
         given, records each failure for waiters (see :class:`RetryState`).
         """
-        start = time.monotonic()
         outer: float | None = getattr(_current, "call_deadline", None)
-        deadline = start + self.retry.budget
-        if outer is not None and outer < deadline:
-            deadline = outer
-        _current.call_deadline = deadline
-        tries = 0
+        backoff = Backoff(self.retry, bound=outer)
+        _current.call_deadline = backoff.deadline
         last: Unreachable | None = None
         try:
             while True:
@@ -552,29 +623,28 @@ class Transport:
                 try:
                     result = attempt()
                 except Unreachable as failure:
-                    tries += 1
                     err = last if failure.budget_cut and last is not None else failure
                     last = err
                     if state is not None:
                         state.failed(err)
                     took = time.monotonic() - began
-                    left = deadline - time.monotonic()
-                    if left > 0:
-                        pause = min(self.retry.delay(tries - 1), left)
-                        log.debug("%s: unreachable, retry %d in %.2f s", what, tries, pause)
+                    pause = backoff.failed()
+                    if pause is not None:
+                        log.debug(
+                            "%s: unreachable, retry %d in %.2f s", what, backoff.attempts, pause
+                        )
                         self._pause(pause)
                         # An attempt that cannot get its answer before the budget ends is
                         # not started (its request could still act after we gave up):
                         # the call gives up at the budget's end instead.
-                        rest = deadline - time.monotonic()
-                        if rest > took:
+                        if backoff.room_for(took):
                             continue
-                        self._pause(rest)
-                    spent = time.monotonic() - start
+                        self._pause(backoff.left())
+                    tries = backoff.attempts
                     raise RequenceUnreachableError(
                         f"Requence is not reachable right now ({what}: {err.reason}; "
-                        f"{tries} attempt{'s' if tries != 1 else ''} over {spent:.1f} s); "
-                        "retry later.",
+                        f"{tries} attempt{'s' if tries != 1 else ''} over "
+                        f"{backoff.spent():.1f} s); retry later.",
                         status=err.status,
                         attempts=tries,
                     ) from err.cause

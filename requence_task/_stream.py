@@ -1,76 +1,66 @@
-"""A live update stream that survives drops: SSE parsing by sseclient-py, plus
-the three things it leaves to us: resuming from the last position, backing
-off between reconnects, and treating a silent connection as dropped.
+"""A live update stream that survives drops: resuming from the last position,
+backing off between reconnects, and treating a silent connection as dropped.
 
-Every event is yielded exactly once, in order, however often the connection
-drops: a reconnect sends ``lastPosition`` (or, before any event, the same
-``since`` as the first request), and the server sends only what came after.
+The bytes become events in :mod:`requence_task._sse`; the connection request
+(and what its answer may be) is :mod:`requence_task._api`'s, handed in as a
+``connect`` function; the backoff and its budget are
+:class:`requence_task._http.Backoff`'s. What is left here is the stream's own
+life: every event is yielded exactly once, in order, however often the
+connection drops: a reconnect asks from the last position (or, before any
+event, from the same ``since`` as the first request), and the server sends
+only what came after.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
-import attrs
 import requests
-import sseclient
 
-from ._errors import ApiError, ClientClosedError, RequenceUnreachableError, TaskNotFoundError
-from ._http import RetryState, Transport, Unreachable, error_text
+from ._config import RetryPolicy
+from ._errors import ClientClosedError, RequenceUnreachableError
+from ._http import Backoff, RetryState, Unreachable
+from ._sse import RawEvent, decode
 
 log = logging.getLogger("requence_task")
-
-
-@attrs.frozen
-class RawEvent:
-    """One SSE event: its position (the ``id:``), type and JSON object."""
-
-    position: int | None
-    type: str
-    data: dict[str, Any]
 
 
 class ResumingStream:
     """Reads an SSE endpoint of the task API, resuming after every drop.
 
     Args:
-        transport: The client's transport.
-        url: The stream's URL (``urls.watch``, or the watch-all URL).
-        body: Extra body fields sent on every (re)connect, e.g. ``only``.
-        since: ISO-8601 ``since`` of the first request (``None``: from the start).
+        connect: Makes one connection request, from a position (``None``:
+            from the stream's ``since``), and returns the streaming answer;
+            raises :class:`~requence_task._http.Unreachable` for an attempt
+            to retry, and any other error for a fatal answer.
+        retry: The client's retry policy (its budget counts from the last event).
+        inactivity: Seconds without a whole event (or keep-alive) after which
+            the connection counts as dropped.
         what: Names the stream in errors and logs.
-        task_id: For error attributes.
     """
 
     def __init__(
         self,
-        transport: Transport,
-        url: str,
+        connect: Callable[[int | None], requests.Response],
         *,
-        body: dict[str, Any] | None = None,
-        since: str | None = None,
+        retry: RetryPolicy,
+        inactivity: float,
         what: str,
-        task_id: str | None = None,
         stop: threading.Event | None = None,
         on_connect: Callable[[], object] | None = None,
         on_reconnecting: Callable[[int, float], object] | None = None,
     ) -> None:
         self._on_connect = on_connect
         self._on_reconnecting = on_reconnecting
-        self._transport = transport
-        self._url = url
-        self._body = dict(body or {})
-        self._since = since
+        self._connect = connect
+        self._retry = retry
+        self._inactivity = inactivity
         self._what = what
-        self._task_id = task_id
         self._stop = stop or threading.Event()
         self._response: requests.Response | None = None
         self._lock = threading.Lock()
@@ -87,48 +77,6 @@ class ResumingStream:
         if response is not None:
             _interrupt(response)
 
-    def _request_body(self) -> bytes:
-        body: dict[str, Any] = dict(self._body)
-        body["since"] = self._since
-        if self.last_position is not None:
-            body["lastPosition"] = self.last_position
-        return json.dumps(body).encode()
-
-    def _connect(self) -> requests.Response:
-        response = self._transport.send(
-            "POST",
-            self._url,
-            body=self._request_body(),
-            content_type="application/json",
-            stream=True,
-            read_timeout=self._transport.timeouts.stream_inactivity,
-            headers={"Accept": "text/event-stream"},
-        )
-        if response.status_code == 404:
-            message = error_text(response)
-            response.close()
-            raise TaskNotFoundError(
-                f"{self._what}: Requence knows no such task ({message})", task_id=self._task_id
-            )
-        if not response.ok:
-            message = error_text(response)
-            response.close()
-            raise ApiError(
-                f"{self._what}: Requence refused the stream with HTTP {response.status_code}: "
-                f"{message}",
-                status=response.status_code,
-                body=message,
-            )
-        kind = response.headers.get("Content-Type", "")
-        if not kind.startswith("text/event-stream"):
-            response.close()
-            raise ApiError(
-                f"{self._what}: Requence answered with {kind or 'no content type'}, not an event "
-                "stream; is the token's base URL the Requence API?",
-                status=response.status_code,
-            )
-        return response
-
     def __iter__(self) -> Iterator[RawEvent]:
         return self.events()
 
@@ -139,18 +87,16 @@ class ResumingStream:
             RequenceUnreachableError: Reconnecting failed for the whole budget.
             AuthenticationError, TaskNotFoundError, ApiError: fatal answers.
         """
-        failures = 0
-        first_failure: float | None = None
+        backoff = Backoff(self._retry, from_first_failure=True)
         delivered_without_position = 0
-        retry = self._transport.retry
-        inactivity = self._transport.timeouts.stream_inactivity
+        inactivity = self._inactivity
         reason: str | None = None
         while not self._stop.is_set():
             progressed = False
             status: int | None = None
             try:
                 try:
-                    response = self._connect()
+                    response = self._connect(self.last_position)
                 except Unreachable as err:
                     self.retry_state.failed(err)
                     raise
@@ -166,17 +112,15 @@ class ResumingStream:
                 try:
                     clock = _Clock()
                     chunks = _watched(_chunks(response), clock, inactivity)
-                    frames = _frames(chunks, self._skip_frame, clock)
-                    for event in _events(frames):
+                    for parsed in decode(
+                        chunks, what=self._what, skipped=self._passed, on_frame=clock.tick
+                    ):
                         if self._stop.is_set():
                             return
-                        parsed = self._parse(event)
-                        if parsed is None:
-                            continue
                         position = parsed.position
                         if position is None:
                             progressed = True
-                            failures, first_failure = 0, None
+                            backoff.reset()
                             if skip:
                                 skip -= 1
                                 continue
@@ -194,7 +138,7 @@ class ResumingStream:
                                 )
                                 continue
                             progressed = True
-                            failures, first_failure = 0, None
+                            backoff.reset()
                             self.last_position = position
                         yield parsed
                 finally:
@@ -226,98 +170,28 @@ class ResumingStream:
                 if self._on_reconnecting is not None:
                     _call_hook(self._on_reconnecting, 1, 0.0)
                 continue  # resume at once; back off only when attempts make no progress
-            now = time.monotonic()
-            first_failure = now if first_failure is None else first_failure
-            if now - first_failure >= retry.budget:
+            pause = backoff.failed()
+            if pause is None:
+                attempts = backoff.attempts
                 raise RequenceUnreachableError(
                     f"{self._what}: Requence is not reachable right now"
                     + (f" ({reason})" if reason else f" (HTTP {status})" if status else "")
-                    + f"; gave up after {failures + 1} attempts over "
-                    f"{now - first_failure:.1f} s; nothing is lost on Requence's side: "
+                    + f"; gave up after {attempts} attempts over "
+                    f"{backoff.spent():.1f} s; nothing is lost on Requence's side: "
                     "open the stream again later.",
                     status=status,
-                    attempts=failures + 1,
+                    attempts=attempts,
                 )
-            pause = min(retry.delay(failures), retry.budget - (now - first_failure))
-            failures += 1
             if self._on_reconnecting is not None:
-                _call_hook(self._on_reconnecting, failures, max(pause, 0.0))
+                _call_hook(self._on_reconnecting, backoff.attempts, max(pause, 0.0))
             if self._stop.wait(max(pause, 0.0)):
                 return
-
-    def _skip_frame(self, frame: bytes) -> None:
-        """A frame that is not UTF-8: skip it for good, past its position."""
-        match = _ID_LINE.search(frame)
-        log.warning("%s: skipped an event that is not UTF-8 text", self._what)
-        if match is not None:
-            self._passed(int(match.group(1)))
 
     def _passed(self, position: int) -> None:
         """An event at ``position`` was read (and skipped): resume after it. The
         resume point never moves backwards."""
         if self.last_position is None or position > self.last_position:
             self.last_position = position
-
-    def _parse(self, event: Any) -> RawEvent | None:
-        position: int | None = None
-        if event.id:
-            try:
-                position = int(event.id)
-            except (TypeError, ValueError):
-                log.warning("%s: skipped an event whose id is not an integer", self._what)
-                return None
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            log.warning("%s: skipped a %r event whose data is not JSON", self._what, event.event)
-            if position is not None:
-                self._passed(position)
-            return None
-        if not isinstance(data, dict):
-            log.warning(
-                "%s: skipped a %r event whose data is not a JSON object", self._what, event.event
-            )
-            if position is not None:
-                self._passed(position)
-            return None
-        return RawEvent(position=position, type=str(event.event), data=data)
-
-
-class _Canonical:
-    """An event read from a frame of the protocol's own shape (see ``_events``)."""
-
-    __slots__ = ("data", "event", "id")
-
-    def __init__(self, id: str, event: str, data: str) -> None:
-        self.id = id
-        self.event = event
-        self.data = data
-
-
-def _events(frames: Iterable[bytes]) -> Iterator[Any]:
-    """The events of whole frames.
-
-    A frame of exactly the shape the protocol sends (``id: N``, ``event: T``,
-    one ``data:`` line) is read directly, which is several times cheaper;
-    every other frame (comments, several data lines, other fields, other
-    spacing) is parsed by sseclient-py, so the results are the same.
-    """
-    for frame in frames:
-        if frame.startswith(b"id: "):
-            parts = frame.split(b"\n", 3)
-            if (
-                len(parts) == 4
-                and parts[3] == b"\n"
-                and parts[0][4:].isdigit()
-                and parts[1].startswith(b"event: ")
-                and parts[2].startswith(b"data: ")
-            ):
-                event = parts[1][7:].decode()
-                data = parts[2][6:].decode()
-                if event and event.strip() == event and data.strip() == data:
-                    yield _Canonical(parts[0][4:].decode(), event, data)
-                    continue
-        yield from sseclient.SSEClient(iter([frame])).events()
 
 
 def _call_hook(hook: Callable[..., object], *args: object) -> None:
@@ -373,10 +247,6 @@ def _sockets_of(response: requests.Response) -> list[socket.socket]:
     return found
 
 
-MAX_EVENT_BYTES = 32 * 2**20  # far above any payload limit; bounds an endless line
-_ID_LINE = re.compile(rb"^id: ?([0-9]+)$", re.MULTILINE)
-
-
 class _Silent(Exception):
     """No whole event (nor keep-alive) came within the inactivity window."""
 
@@ -387,6 +257,10 @@ class _Clock:
     __slots__ = ("last",)
 
     def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def tick(self) -> None:
+        """A whole frame came now."""
         self.last = time.monotonic()
 
 
@@ -400,66 +274,3 @@ def _watched(chunks: Iterable[bytes], clock: _Clock, inactivity: float) -> Itera
         if time.monotonic() - clock.last > inactivity:
             raise _Silent()
         yield chunk
-
-
-def _frames(
-    chunks: Iterable[bytes], skip: Callable[[bytes], object], clock: _Clock | None = None
-) -> Iterator[bytes]:
-    """Whole SSE frames (each ending in a blank line) from arbitrary chunks.
-
-    Line ends are normalised to ``\\n``. What follows the last blank line when
-    the body ends is an unfinished event of a cut stream: it is dropped, never
-    parsed, so a resume asks for it again. A frame that is not UTF-8 is given
-    to ``skip`` instead of being yielded. Each chunk is normalised and scanned
-    once, so an endless line costs time in proportion to its length.
-    """
-    pending = bytearray()  # normalised bytes after the last complete frame
-    held_cr = False  # a CR at a chunk's end may be the first half of a CRLF
-    for chunk in chunks:
-        if not chunk:
-            continue
-        if held_cr:
-            chunk, held_cr = b"\r" + chunk, False
-        if chunk.endswith(b"\r"):
-            chunk, held_cr = chunk[:-1], True
-        text = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if len(pending) + len(text) > MAX_EVENT_BYTES:
-            raise ApiError(
-                f"An event on the stream is larger than {MAX_EVENT_BYTES // 2**20} MiB (or never "
-                "ends); the stream is not a Requence update stream."
-            )
-        scan_from = max(len(pending) - 1, 0)  # a blank line may straddle the chunks
-        pending += text
-        end = pending.rfind(b"\n\n", scan_from)
-        if end < 0:
-            continue
-        complete = bytes(pending[: end + 2])
-        del pending[: end + 2]
-        if clock is not None:
-            clock.last = time.monotonic()
-        yield from _checked(complete, skip)
-    # At the end a held CR is a line end after all.
-    complete, _unfinished = _split_complete(bytes(pending) + (b"\n" if held_cr else b""))
-    yield from _checked(complete, skip)
-
-
-def _split_complete(data: bytes) -> tuple[bytes, bytes]:
-    """``data`` with normalised line ends, cut after its last blank line."""
-    text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    end = text.rfind(b"\n\n")
-    if end < 0:
-        return b"", text
-    return text[: end + 2], text[end + 2 :]
-
-
-def _checked(complete: bytes, skip: Callable[[bytes], object]) -> Iterator[bytes]:
-    for frame in complete.split(b"\n\n"):
-        if not frame:
-            continue
-        frame += b"\n\n"
-        try:
-            frame.decode("utf-8")
-        except UnicodeDecodeError:
-            skip(frame)
-            continue
-        yield frame

@@ -1,65 +1,54 @@
-"""``Task``: a handle on one Requence task, with thread-backed futures."""
+"""``Task``: a handle on one Requence task, with thread-backed futures.
+
+The handle only: its requests are :class:`~requence_task._api.RequenceApi`'s,
+its updates come from its :class:`~requence_task._follow.Monitor`, its state
+from :mod:`requence_task._fold`, and its views, bars and asyncio waits from
+``_html``, ``_progress`` and ``_aio``.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
+import inspect
 import logging
-import math
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
 
-from ._client import Client, default_client
+from . import _aio
+from ._client import Client, check_client, client_for
 from ._errors import (
-    ApiError,
     ClientClosedError,
     ConfigurationError,
     RequenceError,
     TaskAbortedError,
-    TaskError,
     TaskTimeoutError,
 )
-from ._follow import Created as _Created
-from ._follow import Monitor, server_time
+from ._fold import fold_task, known_id, task_state
+from ._follow import Monitor
 from ._follow import settle as _settle
-from ._http import RetryState, Unreachable, error_text
-from ._protocol import (
-    IDLE,
-    LIVE_BRANCH,
-    PRIORITY_DEFAULT,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
-    STATUS_ABORTED_BEFORE_FINALIZE,
-    STATUS_CONFLICT,
-    STOPPED,
-    prepare_path,
-    priority_to_wire,
-    show_path,
-    watch_path,
+from ._html import task_html
+from ._http import RetryState
+from ._models import Created, TaskResult, Update
+from ._progress import result_with_progress
+from ._protocol import LIVE_BRANCH, PRIORITY_DEFAULT, priority_to_wire
+from ._states import SUCCEEDED
+from ._validate import (
+    check_flag,
+    check_input,
+    check_name,
+    check_on_update,
+    check_priority,
+    check_reason,
+    check_task_id,
+    check_template,
+    check_timeout,
 )
-from ._updates import TaskResult, Update
+from ._wire import finalize_body
 
 log = logging.getLogger("requence_task")
 
 UpdateCallback = Callable[[Update], Any]
-
-
-def _check_timeout(timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or math.isnan(timeout)
-        or timeout < 0
-    ):
-        raise ConfigurationError(
-            f"timeout must be None (wait as long as it takes) or a number of seconds >= 0, "
-            f"got {timeout!r}"
-        )
-    return float(timeout)
 
 
 def _timed_out(what: str, timeout: float | None) -> TaskTimeoutError:
@@ -68,42 +57,6 @@ def _timed_out(what: str, timeout: float | None) -> TaskTimeoutError:
         "Call again to wait longer, or abort() it.",
         timeout=timeout,
     )
-
-
-def check_priority(priority: object) -> int:
-    """A priority as given, or :class:`ConfigurationError` if it is not 0..10."""
-    if (
-        isinstance(priority, bool)
-        or not isinstance(priority, int)
-        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
-    ):
-        raise ConfigurationError(
-            f"priority must be a whole number from {PRIORITY_MIN} (low) to {PRIORITY_MAX} "
-            f"(high), got {priority!r}"
-        )
-    return priority
-
-
-def check_task_id(task_id: object) -> str:
-    """A task id as given, or :class:`ConfigurationError` if it cannot be one."""
-    if (
-        not isinstance(task_id, str)
-        or not task_id
-        or len(task_id) > 200
-        or any(c.isspace() or c in "/?#" for c in task_id)
-        or not task_id.strip(".")
-    ):
-        raise ConfigurationError(
-            f"{task_id!r:.80} is not a task id: pass the id that task_id() returned "
-            "(a non-empty string without spaces or slashes)."
-        )
-    return task_id
-
-
-def _fallback_created(client: Client, task_id: str) -> _Created:
-    """A task's URLs from the protocol's paths, when no finalize answer gave them."""
-    base, quoted = client.base_url, quote(task_id, safe="")
-    return _Created(task_id, base + watch_path(quoted), base + show_path(quoted))
 
 
 class Task:
@@ -154,32 +107,13 @@ class Task:
         on_update: UpdateCallback | None = None,
         client: Client | None = None,
     ) -> None:
-        if not isinstance(template, str) or not template.strip():
-            raise ConfigurationError(
-                f"template must be the template's name, a non-empty string; got {template!r}"
-            )
-        if name is not None and not isinstance(name, str):
-            raise ConfigurationError(f"name must be a string or None, got {type(name).__name__}")
+        check_template(template)
+        check_name(name)
         check_priority(priority)
-        if not isinstance(require_ack, bool):
-            raise ConfigurationError("require_ack must be True or False")
-        if on_update is not None and not callable(on_update):
-            raise ConfigurationError("on_update must be a callable taking one update")
-        try:
-            input_json = json.dumps(input, allow_nan=False, ensure_ascii=False)
-            input_json.encode("utf-8")  # lone surrogates cannot travel
-        except (TypeError, ValueError) as err:
-            raise ConfigurationError(
-                f"input must be JSON-serialisable (dicts, lists, strings, numbers, booleans, "
-                f"None): {err}"
-            ) from None
-        if client is not None and access_token is not None:
-            raise ConfigurationError(
-                "pass either client= or access_token=, not both (a client has its own token)"
-            )
-        if client is not None and not isinstance(client, Client):
-            raise ConfigurationError("client must be a requence_task.Client")
-        the_client = client if client is not None else default_client(access_token)
+        check_flag(require_ack, "require_ack")
+        check_on_update(on_update)
+        input_json = check_input(input)
+        the_client = client_for(access_token, client)
         if the_client.closed:
             raise ClientClosedError(
                 "This Client was closed; create tasks with an open one (or none, for the default)."
@@ -193,10 +127,12 @@ class Task:
             on_update=on_update,
         )
         # The finalize body, with the input serialised once (above).
-        self._body = (
-            f'{{"name": {json.dumps(name)}, "input": {input_json}, '
-            f'"priority": {priority_to_wire(priority)}, "requireAck": {json.dumps(require_ack)}}}'
-        )
+        self._body = finalize_body(
+            name=name,
+            input_json=input_json,
+            priority=priority_to_wire(priority),
+            require_ack=require_ack,
+        ).encode("utf-8")
         self._suppress_branch_warning = suppress_branch_warning
         self._client._pool.submit(self._create)
         if on_update is not None:
@@ -219,15 +155,15 @@ class Task:
         self.require_ack = require_ack
         self._on_update = on_update
         self._prepared: concurrent.futures.Future[str] = concurrent.futures.Future()
-        self._created: concurrent.futures.Future[_Created] = concurrent.futures.Future()
+        self._created: concurrent.futures.Future[Created] = concurrent.futures.Future()
         self._result: concurrent.futures.Future[TaskResult] = concurrent.futures.Future()
         self._monitor = Monitor(
-            client,
+            client._follower,
             template=template,
             created=self._created,
             result=self._result,
             on_update=on_update,
-            fallback=lambda task_id: _fallback_created(client, task_id),
+            fallback=client._api.fallback_created,
         )
         self._aborted_with: str | None = None
         self._lock = threading.Lock()
@@ -254,17 +190,11 @@ class Task:
             >>> task.result(timeout=60).result
         """
         check_task_id(task_id)
-        if client is not None and access_token is not None:
-            raise ConfigurationError(
-                "pass either client= or access_token=, not both (a client has its own token)"
-            )
-        if client is not None and not isinstance(client, Client):
-            raise ConfigurationError("client must be a requence_task.Client")
-        if on_update is not None and not callable(on_update):
-            raise ConfigurationError("on_update must be a callable taking one update")
+        check_client(access_token, client)
+        check_on_update(on_update)
         task = cls.__new__(cls)
         task._setup(
-            client if client is not None else default_client(access_token),
+            client_for(access_token, client),
             template=None,
             name=None,
             priority=None,
@@ -273,7 +203,7 @@ class Task:
         )
         task._monitor.prepared(task_id, None)
         task._prepared.set_result(task_id)
-        task._created.set_result(task._fallback_created(task_id))
+        task._created.set_result(task._client._api.fallback_created(task_id))
         if on_update is not None:
             task._ensure_monitoring()
         return task
@@ -301,118 +231,27 @@ class Task:
         self._created.set_result(created)
 
     def _prepare(self) -> str:
-        client, transport = self._client, self._client._transport
+        client = self._client
         template = self.template
         assert template is not None  # only handles made by __init__ are created here
-        url = client._url(prepare_path(quote(template, safe="")))
-        what = f"prepare of a task of template {self.template!r}"
-
-        def attempt() -> tuple[dict[str, Any], str | None]:
-            response = transport.send("POST", url)
-            if not response.ok:
-                message = error_text(response)
-                response.close()
-                raise TaskError(
-                    f"Requence refused to create a task of template {self.template!r} "
-                    f"(HTTP {response.status_code}): {message}",
-                    status=response.status_code,
-                    template=self.template,
-                    server_message=message,
-                )
-            date = response.headers.get("Date")
-            return transport.json(response, what=what), date
-
-        prepared, date = transport.retrying(attempt, what=what, state=self._creation)
-        task_id = prepared.get("taskId")
-        finalize_url = prepared.get("finalizeUrl")
-        if not isinstance(task_id, str) or not isinstance(finalize_url, str):
-            raise ApiError(f"{what}: the answer lacks taskId or finalizeUrl")
-        self._finalize_url = finalize_url
-        self._monitor.prepared(task_id, server_time(date))
+        prepared = client._api.prepare(template, state=self._creation)
+        task_id = prepared.task_id
+        self._prepared_answer = prepared
+        self._monitor.prepared(task_id, prepared.server_time)
         client._follower.prepared(self._monitor)
         self._prepared.set_result(task_id)
-        branch = prepared.get("branch") or LIVE_BRANCH
-        if branch != LIVE_BRANCH and not self._suppress_branch_warning:
-            client._warn_branch(template, str(branch))
+        if prepared.branch != LIVE_BRANCH and not self._suppress_branch_warning:
+            client._warn_branch(template, prepared.branch)
         return task_id
 
-    def _finalize(self, task_id: str) -> _Created:
-        transport = self._client._transport
-        what = f"finalize of task {task_id}"
-        body = self._body.encode("utf-8")
-
-        def attempt() -> _Created:
-            try:
-                response = transport.send(
-                    "POST", self._finalize_url, body=body, content_type="application/json"
-                )
-            except Unreachable:
-                # The answer may be lost after the server acted: ask before retrying,
-                # so a retry never creates a second task nor reports a false failure.
-                if self._finalize_landed(task_id):
-                    return self._fallback_created(task_id)
-                raise
-            if response.ok:
-                answer = transport.json(response, what=what)
-                urls = answer.get("urls") or {}
-                watch = urls.get("watch") if isinstance(urls, dict) else None
-                show = urls.get("show") if isinstance(urls, dict) else None
-                if not isinstance(watch, str):
-                    return self._fallback_created(task_id)
-                return _Created(task_id, watch, show if isinstance(show, str) else None)
-            status = response.status_code
-            message = error_text(response)
-            response.close()
-            if status == STATUS_CONFLICT:
-                return self._fallback_created(task_id)  # an earlier attempt landed
-            if status == STATUS_ABORTED_BEFORE_FINALIZE:
-                raise TaskAbortedError(
-                    self._abort_reason(task_id),
-                    task_id=task_id,
-                    template=self.template,
-                    status=status,
-                )
-            raise TaskError(
-                f"Requence rejected the task of template {self.template!r} "
-                f"(HTTP {status}): {message}",
-                status=status,
-                template=self.template,
-                task_id=task_id,
-                server_message=message,
-            )
-
-        return transport.retrying(attempt, what=what, state=self._creation)
-
-    def _abort_reason(self, task_id: str) -> str | None:
-        """Why a task was aborted before it started: this handle's reason, or Requence's."""
-        if self._aborted_with is not None:
-            return self._aborted_with
-        try:
-            text = self._client._get(task_id).get("statusText")
-        except RequenceError:
-            return None
-        return text if isinstance(text, str) else None
-
-    def _finalize_landed(self, task_id: str) -> bool:
-        """Whether a finalize whose answer was lost did reach the server."""
-        try:
-            response = self._client._transport.send(
-                "GET", self._client._url(f"/task/{quote(task_id, safe='')}")
-            )
-        except Unreachable:
-            return False
-        try:
-            if not response.ok:
-                return False
-            status = str(response.json().get("status", "")).upper()
-        except (ValueError, AttributeError):
-            return False
-        finally:
-            response.close()
-        return status not in (IDLE, STOPPED, "")
-
-    def _fallback_created(self, task_id: str) -> _Created:
-        return _fallback_created(self._client, task_id)
+    def _finalize(self, task_id: str) -> Created:
+        return self._client._api.finalize(
+            self._prepared_answer,
+            self._body,
+            template=self.template,
+            state=self._creation,
+            aborted_with=lambda: self._aborted_with,
+        )
 
     # --- accessors -------------------------------------------------------------
 
@@ -430,7 +269,7 @@ class Task:
             follows: The wait is for the task's updates (not only its creation).
         """
         try:
-            return future.result(_check_timeout(timeout))
+            return future.result(check_timeout(timeout))
         except concurrent.futures.TimeoutError:
             raise self._wait_ended(what, timeout, follows=follows) from None
 
@@ -479,7 +318,7 @@ class Task:
 
     def task_url(self, timeout: float | None = None) -> str | None:
         """The URL to view the task, once it is started."""
-        created: _Created = self._wait(self._created, timeout, "The task's URL")
+        created: Created = self._wait(self._created, timeout, "The task's URL")
         return created.show_url
 
     def finalized(self, timeout: float | None = None) -> str:
@@ -491,7 +330,7 @@ class Task:
             TaskError: Requence rejected the task (``status``, ``message``, ``template``).
             TaskTimeoutError: Not started within ``timeout`` seconds.
         """
-        created: _Created = self._wait(self._created, timeout, "The task's start")
+        created: Created = self._wait(self._created, timeout, "The task's start")
         return created.task_id
 
     def result(self, timeout: float | None = None, *, progress: bool = False) -> TaskResult:
@@ -510,11 +349,7 @@ class Task:
             TaskTimeoutError: Not ended within ``timeout`` seconds; it goes on.
             ConfigurationError: ``progress=True`` without tqdm (before waiting).
         """
-        if not isinstance(progress, bool):
-            raise ConfigurationError("progress must be True or False")
-        if progress:
-            from ._display import result_with_progress
-
+        if check_flag(progress, "progress"):
             return result_with_progress(self, timeout)
         self._ensure_monitoring()
         return self._wait(  # type: ignore[no-any-return]
@@ -527,7 +362,7 @@ class Task:
         Every iterator sees every update, however many there are and from
         whichever thread. ``timeout`` bounds the wait for each next update.
         """
-        return self._ensure_monitoring().iterate(_check_timeout(timeout))
+        return self._ensure_monitoring().iterate(check_timeout(timeout))
 
     def __iter__(self) -> Iterator[Update]:
         return self.updates()
@@ -542,15 +377,14 @@ class Task:
         Raises:
             TaskError: The task already ended (HTTP 409).
         """
-        if reason is not None and not isinstance(reason, str):
-            raise ConfigurationError("reason must be a string or None")
+        check_reason(reason)
         task_id = self.task_id(timeout)
         self._aborted_with = reason
-        self._client._abort(task_id, reason)
+        self._client._api.abort(task_id, reason)
 
     def protect(self, *, timeout: float | None = 60.0) -> None:
         """Protect the task from automatic cleanup (at any moment once it is created)."""
-        self._client._protect(self.task_id(timeout))
+        self._client._api.protect(self.task_id(timeout))
 
     # --- concurrent.futures view ------------------------------------------------
 
@@ -571,16 +405,29 @@ class Task:
         """Call ``callback(task)`` once the task has ended (at once if it has)."""
         self.future.add_done_callback(lambda _future: callback(self))
 
-    # --- notebooks, fan-out, asyncio (in _display, _fanout, _aio) -------------------
+    # --- notebooks, fan-out, asyncio ------------------------------------------------------
 
     def _repr_html_(self) -> str:
         """Jupyter's view: template, id linked to the task's page, state, nodes so far.
 
         Never waits: it shows what the handle knows now (asking starts monitoring).
         """
-        from ._display import task_html
-
-        return task_html(self)
+        result = self.future  # asking starts monitoring; the view shows what is known now
+        fold = fold_task(self)
+        state, detail = task_state(self, fold)
+        created = self._created
+        started = created.done() and not created.cancelled() and created.exception() is None
+        ended_well = result.done() and not result.cancelled() and result.exception() is None
+        return task_html(
+            template=self.template,
+            name=self.name,
+            task_id=known_id(self),
+            url=self.task_url(0) if started else None,
+            state=state,
+            detail=detail,
+            result=(result.result().result,) if state == SUCCEEDED and ended_well else None,
+            nodes=fold.nodes,
+        )
 
     @classmethod
     def map(cls, template: str, inputs: Iterable[Any], **options: Any) -> list[Task]:
@@ -611,18 +458,40 @@ class Task:
             >>> for task in as_completed(tasks, timeout=300):  # doctest: +SKIP
             ...     print(task.result().result)
         """
-        from ._fanout import map_tasks
-
-        return map_tasks(cls, template, inputs, options)
+        if isinstance(inputs, (str, bytes, Mapping)) or not isinstance(inputs, Iterable):
+            raise ConfigurationError(
+                f"Task.map takes an iterable of inputs (a list, one input per task), got "
+                f"{type(inputs).__name__}; for one task, use Task(template, input)."
+            )
+        if "input" in options:
+            raise ConfigurationError(
+                "Task.map takes the inputs as its second argument, one per task; "
+                "do not pass input= as well"
+            )
+        allowed = {
+            name
+            for name, parameter in inspect.signature(cls.__init__).parameters.items()
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ConfigurationError(
+                f"Task.map got unknown option(s) {', '.join(unknown)}; "
+                f"it takes those of Task: {', '.join(sorted(allowed))}"
+            )
+        items = list(inputs)
+        for index, item in enumerate(items):
+            check_input(item, index=index)
+        # The first handle checks the template and the options before it sends anything,
+        # so a wrong option raises here with no task started.
+        return [cls(template, item, **options) for item in items]
 
     def __await__(self) -> Generator[Any, None, TaskResult]:
         """``await task``: the result, as :meth:`result` gives it, with no thread.
 
         Cancelling the ``await`` does not abort the task.
         """
-        from ._aio import result
-
-        return result(self).__await__()
+        return _aio.result(self).__await__()
 
     async def aresult(self, timeout: float | None = None) -> TaskResult:
         """The result, for asyncio code: ``await task.aresult(timeout=60)``.
@@ -633,9 +502,7 @@ class Task:
             TaskTimeoutError: Not ended within ``timeout`` seconds; it goes on.
             TaskFailedError, TaskAbortedError, TaskError: As :meth:`result`.
         """
-        from ._aio import result
-
-        return await result(self, timeout)
+        return await _aio.result(self, timeout)
 
     async def afinalized(self, timeout: float | None = None) -> str:
         """:meth:`finalized` for asyncio code: the id once the task started.
@@ -644,9 +511,7 @@ class Task:
             TaskError: Requence rejected the task.
             TaskTimeoutError: Not started within ``timeout`` seconds.
         """
-        from ._aio import finalized
-
-        return await finalized(self, timeout)
+        return await _aio.finalized(self, timeout)
 
     def aiter(self, timeout: float | None = None) -> AsyncIterator[Update]:
         """The task's updates for ``async for``, from the first to the terminal one.
@@ -667,10 +532,7 @@ class Task:
             >>> async for update in task.aiter(timeout=60):  # doctest: +SKIP
             ...     print(update.type)
         """
-        from ._aio import TaskUpdates
-        from ._fanout import check_timeout
-
-        return TaskUpdates(self, check_timeout(timeout))
+        return _aio.TaskUpdates(self, check_timeout(timeout))
 
     # --- internals ------------------------------------------------------------------
 
@@ -697,7 +559,5 @@ class Task:
     def __repr__(self) -> str:
         # The state the HTML view, the progress bar and the command line show; never
         # waits, and never starts following the task.
-        from ._state import known_id, task_state
-
         state, _detail = task_state(self)
         return f"<requence_task.Task {self.template!r} id={known_id(self)} {state}>"

@@ -11,34 +11,18 @@ from functools import partial
 from types import TracebackType
 from typing import Any
 
-from ._client import Client
+from ._client import Client, client_for
 from ._errors import ConfigurationError, RequenceError, TaskTimeoutError
-from ._protocol import UPDATE_TYPES, WATCH_ALL_FILTER_KEY, WATCH_ALL_PATH
-from ._stream import ResumingStream
-from ._updates import ContextFolder, Update
+from ._fold import ContextFolder
+from ._models import Update
+from ._protocol import UPDATE_TYPES
+from ._validate import since_text
+from ._wire import needs_ack, task_key
 
 log = logging.getLogger("requence_task")
 
 _END = object()
 _FOLDERS_LIMIT = 10_000
-
-
-def _since_text(since: datetime | date | str | None) -> str | None:
-    if since is None:
-        return None
-    if isinstance(since, (datetime, date)):
-        return since.isoformat()
-    if isinstance(since, str):
-        try:
-            datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            raise ConfigurationError(
-                f"since must be a datetime, a date or an ISO-8601 string, got {since!r:.60}"
-            ) from None
-        return since
-    raise ConfigurationError(
-        f"since must be a datetime, a date, an ISO-8601 string or None, not {type(since).__name__}"
-    )
 
 
 class TaskWatcher:
@@ -74,14 +58,9 @@ class TaskWatcher:
         self._stopped = threading.Event()
         self.error: BaseException | None = None
         """The error that ended the watcher, if one did."""
-        body: dict[str, Any] = {}
-        if only is not None:
-            body[WATCH_ALL_FILTER_KEY] = sorted(only)
-        self._stream = ResumingStream(
-            client._transport,
-            client._url(WATCH_ALL_PATH),
-            body=body,
+        self._stream = client._api.watch_all(
             since=since,
+            only=sorted(only) if only is not None else None,
             what="the stream of all tasks",
             on_connect=on_connect,
             on_reconnecting=on_reconnecting,
@@ -94,9 +73,7 @@ class TaskWatcher:
         try:
             for raw in self._stream:
                 update = self._fold(raw.type, raw.data, raw.position)
-                if update.is_terminal and (
-                    getattr(update, "require_ack", False) or update.raw.get("requireAck") is True
-                ):
+                if update.is_terminal and needs_ack(update):
                     # On the client's pool: a slow ack neither delays delivery nor stop().
                     self._client._pool.submit(partial(self._ack, update.task_id))
                 if self._on_update is not None:
@@ -118,13 +95,12 @@ class TaskWatcher:
 
     def _ack(self, task_id: str) -> None:
         try:
-            self._client._ack(task_id)
+            self._client._api.ack(task_id)
         except RequenceError as err:
             log.warning("could not ack the delivery of task %s: %s", task_id, err)
 
     def _fold(self, event_type: str, data: dict[str, Any], position: int | None) -> Update:
-        task_id = data.get("taskId") or data.get("task_id")
-        key = task_id if isinstance(task_id, str) else ""
+        key = task_key(data)
         folder = self._folders.get(key)
         if folder is None:
             if len(self._folders) >= _FOLDERS_LIMIT:
@@ -227,9 +203,7 @@ def watch_tasks(
         ...     for update in watcher:
         ...         print(update.task_id, update.result)
     """
-    from ._functions import _client_for
-
-    text = _since_text(since)
+    text = since_text(since)
     types: frozenset[str] | None = None
     if only is not None:
         if isinstance(only, str):
@@ -250,7 +224,7 @@ def watch_tasks(
         if hook is not None and not callable(hook):
             raise ConfigurationError(f"{name} must be callable")
     return TaskWatcher(
-        _client_for(access_token, client),
+        client_for(access_token, client),
         since=text,
         only=types,
         on_update=on_update,

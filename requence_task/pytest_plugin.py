@@ -59,7 +59,7 @@ import pytest
 from ._client import Client
 from ._config import TOKEN_ENV_VARS
 from ._errors import ConfigurationError, TaskNotFoundError, TaskTimeoutError
-from ._functions import TaskStatus
+from ._models import TaskStatus
 from ._protocol import (
     AWAITING_DELIVERY,
     FAILED,

@@ -39,8 +39,8 @@ from requence_task import (
     recreate_task,
 )
 from requence_task._client import default_client
-from requence_task._functions import task_info
 from requence_task._token import decode_access_token, encode_access_token
+from requence_task._wire import task_info
 from requence_task.local import LocalRequence
 
 from ..conftest import Api

@@ -26,10 +26,10 @@ from requence_task import (
     TaskError,
     TaskFailedError,
     TaskTimeoutError,
-    _display,
+    _progress,
     wait,
 )
-from requence_task._display import TaskBar, in_notebook, progress_bar, result_with_progress
+from requence_task._progress import TaskBar, in_notebook, progress_bar, result_with_progress
 from requence_task.local import LocalRequence
 
 from ..client.conftest import wait_until
@@ -154,7 +154,7 @@ def test_the_bar_of_a_rejected_task_says_rejected(nb_client: Client) -> None:
 def test_news_held_back_by_the_redraw_limit_is_drawn_soon_after(
     nb_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_display, "_REDRAW_EVERY", 1.0)
+    monkeypatch.setattr(_progress, "_REDRAW_EVERY", 1.0)
     task = Task("nb-steps", client=nb_client)
     task.result(timeout=30)
     updates = list(task.updates(timeout=5))
@@ -338,7 +338,7 @@ def test_a_kernel_without_ipywidgets_gets_text_in_the_cell_and_one_warning(
     import tqdm.notebook
 
     monkeypatch.setattr(tqdm.notebook, "IProgress", None)  # what tqdm sets without ipywidgets
-    monkeypatch.setattr(_display, "_warned_no_widgets", False)
+    monkeypatch.setattr(_progress, "_warned_no_widgets", False)
     with pytest.warns(UserWarning) as record:
         bar = progress_bar(total=2, desc="cell", unit="node")
         bar.update(2)
@@ -368,7 +368,7 @@ def _kernel_outputs(code: str, env: dict[str, str], tmp_path: Path) -> tuple[str
         kind, content = message["header"]["msg_type"], message["content"]
         if kind == "stream":
             (out if content["name"] == "stdout" else err).append(content["text"])
-        elif kind in ("display_data", "update_display_data"):
+        elif kind in ("display_data", "update_progress_data"):
             shown.append(content["data"])
         elif kind == "error":
             err.append("\n".join(content["traceback"]))
@@ -462,5 +462,5 @@ def test_the_install_hints_are_the_extras_of_setup_cfg() -> None:
     setup_cfg = (Path(__file__).parents[2] / "setup.cfg").read_text(encoding="utf-8")
     assert "\nprogress =\n    tqdm" in setup_cfg
     assert "\nnotebook =\n    tqdm>=4.66\n    ipywidgets" in setup_cfg
-    assert _display.INSTALL_PROGRESS == INSTALL
-    assert _display.INSTALL_NOTEBOOK == INSTALL_NOTEBOOK
+    assert _progress.INSTALL_PROGRESS == INSTALL
+    assert _progress.INSTALL_NOTEBOOK == INSTALL_NOTEBOOK

@@ -13,7 +13,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from requence_task import RequenceError, _updates
+from requence_task import RequenceError, ResultTypeError, _models, _wire
+from requence_task._fold import ContextFolder
+from requence_task._models import (
+    NodeDeferUpdate,
+    NodeEndUpdate,
+    NodeErrorUpdate,
+    NodeInfo,
+    NodeStartUpdate,
+    NodeUpdateUpdate,
+    TaskAbortedUpdate,
+    TaskContext,
+    TaskEndUpdate,
+    TaskErrorUpdate,
+    TaskResult,
+    TaskStartUpdate,
+    UnknownUpdate,
+    Update,
+)
 from requence_task._protocol import (
     NODE_DEFER,
     NODE_END,
@@ -27,27 +44,7 @@ from requence_task._protocol import (
     TERMINAL_UPDATE_TYPES,
     UPDATE_TYPES,
 )
-from requence_task._updates import (
-    _WIRE,
-    _WIRE_EXPLAINED,
-    ContextFolder,
-    NodeDeferUpdate,
-    NodeEndUpdate,
-    NodeErrorUpdate,
-    NodeInfo,
-    NodeStartUpdate,
-    NodeUpdateUpdate,
-    ResultTypeError,
-    TaskAbortedUpdate,
-    TaskContext,
-    TaskEndUpdate,
-    TaskErrorUpdate,
-    TaskResult,
-    TaskStartUpdate,
-    UnknownUpdate,
-    Update,
-    structure_update,
-)
+from requence_task._wire import _WIRE, _WIRE_EXPLAINED, structure_update
 
 TASK = "6f1c2a9e"
 STAMP = "2025-05-02T09:14:03.120Z"
@@ -532,7 +529,7 @@ def test_a_bug_of_ours_is_passed_on_too(
     def broken(data: Any, cls: Any) -> Update:
         raise RuntimeError(SECRET)
 
-    monkeypatch.setitem(_updates._STRUCTURE, NODE_END, (NodeEndUpdate, broken))
+    monkeypatch.setitem(_wire._STRUCTURE, NODE_END, (NodeEndUpdate, broken))
     with caplog.at_level(logging.WARNING, logger="requence_task"):
         update = fold_one(NODE_END, wire(node=OCR))
     assert type(update) is UnknownUpdate
@@ -560,9 +557,9 @@ def test_the_wire_cannot_supply_what_the_folder_does() -> None:
         "raw": {},
         "incomplete": True,
         "type": TASK_END,
-        _updates._POSITION: 99,
-        _updates._CONTEXT: "x",
-        _updates._RAW: {},
+        _wire._POSITION: 99,
+        _wire._CONTEXT: "x",
+        _wire._RAW: {},
     }
     data = wire(node=OCR, **spoof)
     update = folder.fold(NODE_END, data, 3)
@@ -639,7 +636,7 @@ def test_structure_update_is_the_wire_converter(event_type: str) -> None:
     assert update.raw is data
     # The converter's own hook, as make_dict_structure_fn made it, is the one used.
     hook = _WIRE.get_structure_hook(cls)
-    assert _updates._STRUCTURE[event_type] == (cls, hook)
+    assert _wire._STRUCTURE[event_type] == (cls, hook)
     renames = {name: o.rename for name, o in hook.overrides.items()}  # type: ignore[attr-defined]
     assert renames["task_id"] == "taskId"
     assert renames["update_id"] == "updateId"
@@ -686,7 +683,7 @@ def test_the_converters_are_private() -> None:
     assert _WIRE.detailed_validation is False
     assert _WIRE_EXPLAINED.detailed_validation is True
     # The users' types get a converter of their own: their hooks never reach the wire.
-    assert _updates._results not in (_WIRE, _WIRE_EXPLAINED, cattrs.global_converter)
+    assert _models._results not in (_WIRE, _WIRE_EXPLAINED, cattrs.global_converter)
 
 
 # --- repr -----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Robustness of the client's SSE reader (``requence_task._stream.ResumingStream``)
+"""Robustness of the client's SSE reader (``requence_task._sse``, read by
+``requence_task._stream.ResumingStream``)
 against what real networks do to a stream: bytes split anywhere, multi-byte
 characters split across chunks, CRLF line endings, comment lines, events
 without an id, and streams that end cleanly in the middle of an event.
@@ -24,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from requence_task import Client, RetryPolicy, TaskNotFoundError, Timeouts
-from requence_task._stream import RawEvent, ResumingStream, _events
+from requence_task._sse import RawEvent, events
 from requence_task._token import encode_access_token
 
 BEARER = "stream-parsing-bearer"
@@ -129,7 +130,7 @@ def make_client(server: SSEServer) -> Client:
 
 def take(client: Client, url: str, count: int) -> list[RawEvent]:
     """The first ``count`` events of a fresh stream of ``url``."""
-    stream = ResumingStream(client._transport, url, what="the test stream")
+    stream = client._api.watch(url, what="the test stream")
     events = stream.events()
     try:
         return list(islice(events, count))
@@ -286,8 +287,7 @@ def test_events_without_id_resume_exactly_once_by_count(
     events = [(None, frame(None, "nodeUpdate", {"taskId": "t", "n": n})) for n in range(1, 5)]
     server = sse(resume_after(events, lambda path: [events[0][1], events[1][1]]))
     with make_client(server) as client:
-        stream = ResumingStream(
-            client._transport,
+        stream = client._api.watch(
             server.base_url + "/watch",
             what="the test stream",
             since="2024-05-01T00:00:00+00:00",
@@ -392,7 +392,7 @@ def test_close_delimited_stream_delivers_events_as_they_come(
 
     server = sse(respond)
     with make_client(server) as client:
-        stream = ResumingStream(client._transport, server.base_url + "/w", what="the test stream")
+        stream = client._api.watch(server.base_url + "/w", what="the test stream")
         events = stream.events()
         started = time.monotonic()
         try:
@@ -434,6 +434,6 @@ def test_fast_frames_read_as_sseclient_reads_them(
         ("".join(f"{f}{sep}{v}\n" for f, sep, v in lines) + "\n").encode(),
     ]
     for frame in frames:
-        ours = [(e.id, e.event, e.data) for e in _events(iter([frame]))]
+        ours = [(e.id, e.event, e.data) for e in events(iter([frame]))]
         theirs = [(e.id, e.event, e.data) for e in sseclient.SSEClient(iter([frame])).events()]
         assert ours == theirs, frame

@@ -1,4 +1,4 @@
-"""``requence_task._state``: the fold of updates into node states, and a task's
+"""``requence_task._fold``: the fold of updates into node states, and a task's
 state from its futures. Unit tests on updates made here; the views that use it
 (repr, HTML, progress bar, CLI status line) are tested over HTTP elsewhere."""
 
@@ -28,7 +28,7 @@ from requence_task import (
     TaskStartUpdate,
     Update,
 )
-from requence_task._state import NodeFold, state_of
+from requence_task._fold import NodeFold, state_of
 
 NOW = datetime(2024, 5, 1, tzinfo=timezone.utc)
 ROOT = "task-1"

@@ -1,11 +1,6 @@
-"""How tasks look in Jupyter: HTML views, and live progress bars.
+"""Live progress bars: of one task's nodes, and of many tasks' ends.
 
-The HTML views (``Task._repr_html_``, ``TaskResult._repr_html_``) never wait:
-a task shows what its handle knows at that moment. Every piece of text that
-came from the server or the user is escaped, links go only to ``http(s)``
-URLs, and nothing of the client (its token) is ever shown.
-
-The progress bars come from tqdm, an optional extra
+The bars come from tqdm, an optional extra
 (``pip install 'requence_task[progress]'``): an ipywidgets widget under a
 Jupyter kernel (``pip install 'requence_task[notebook]'`` brings both), a
 text bar anywhere else, and in a kernel without ipywidgets (with a warning,
@@ -13,35 +8,26 @@ once). The bar is drawn on the waiting thread only; the task's updates wake
 it through the handle's listener.
 
 What a task and its nodes are (running, aborted, ...) comes from
-:mod:`requence_task._state`, as for ``repr(task)`` and the command line.
+:mod:`requence_task._fold`, as for ``repr(task)``, the HTML views and the
+command line.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 import threading
 import time
 import warnings
-from html import escape
+from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError, TaskTimeoutError
-from ._fanout import check_timeout, wait_stepwise
-from ._state import (
-    NODE_ACTIVE,
-    NODE_DEFERRED,
-    NODE_ENDED,
-    NODE_FAILED,
-    SUCCEEDED,
-    NodeFold,
-    fold_task,
-    known_id,
-    task_state,
-)
-from ._updates import TaskResult, Update
+from ._fold import NodeFold, known_id, task_state
+from ._models import TaskResult, Update
+from ._states import NODE_ACTIVE, NODE_DEFERRED, SUCCEEDED
+from ._validate import check_timeout
 
 if TYPE_CHECKING:
     from ._task import Task
@@ -49,109 +35,8 @@ if TYPE_CHECKING:
 INSTALL_PROGRESS = "pip install 'requence_task[progress]'"
 INSTALL_NOTEBOOK = "pip install 'requence_task[notebook]'"
 
-# How much of a JSON value a view shows; the rest is cut with an ellipsis.
-_CELL_LIMIT = 300
-_BLOCK_LIMIT = 2000
 # Shortest time between two redraws of a bar (tqdm's own default).
 _REDRAW_EVERY = 0.1
-
-# Inline styles: notebooks drop <style> elements of outputs they do not trust, and
-# JupyterLab right-aligns table cells by default.
-_STYLE_TABLE = "border-collapse:collapse"
-_STYLE_TH = _STYLE_TD = "text-align:left;vertical-align:top"
-_STYLE_CODE = "white-space:pre-wrap;word-break:break-word"
-_STATE_COLOURS = {
-    "succeeded": "#1a7f37",
-    "ended": "#1a7f37",
-    "failed": "#cf222e",
-    "aborted": "#9a6700",
-    "stopped": "#9a6700",
-    "rejected": "#cf222e",
-    "could not be created": "#cf222e",
-    "error": "#cf222e",
-}
-
-
-# --- HTML ---------------------------------------------------------------------------
-
-
-def _json_text(value: Any, limit: int) -> str:
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=repr)
-    except (TypeError, ValueError, RecursionError):
-        text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _code(value: Any, limit: int = _CELL_LIMIT) -> str:
-    return f'<code style="{_STYLE_CODE}">{escape(_json_text(value, limit))}</code>'
-
-
-def _text(value: object, limit: int = _CELL_LIMIT) -> str:
-    text = str(value)
-    return escape(text if len(text) <= limit else text[:limit] + "…")
-
-
-def _link(url: str | None, label: str) -> str:
-    # Only web URLs become links: a server could send "javascript:..." as well.
-    if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
-        return (
-            f'<a href="{escape(url, quote=True)}" target="_blank" rel="noopener noreferrer">'
-            f"{escape(label)}</a>"
-        )
-    return escape(label)
-
-
-def _state_cell(state: str, detail: str | None = None) -> str:
-    colour = _STATE_COLOURS.get(state)
-    shown = escape(state)
-    if colour is not None:
-        shown = f'<span style="color:{colour};font-weight:bold">{shown}</span>'
-    if detail:
-        shown += f": {_text(detail)}"
-    return shown
-
-
-def _rows(rows: list[tuple[str, str]]) -> str:
-    cells = "".join(
-        f'<tr><th style="{_STYLE_TH}">{escape(head)}</th><td style="{_STYLE_TD}">{cell}</td></tr>'
-        for head, cell in rows
-    )
-    return f'<table style="{_STYLE_TABLE}">{cells}</table>'
-
-
-def _node_table(nodes: list[tuple[str, str, str]]) -> str:
-    if not nodes:
-        return ""
-    head = "".join(f'<th style="{_STYLE_TH}">{name}</th>' for name in ("node", "state", "data"))
-    body = "".join(
-        f'<tr><td style="{_STYLE_TD}">{escape(label)}</td><td style="{_STYLE_TD}">{state}</td>'
-        f'<td style="{_STYLE_TD}">{cell}</td></tr>'
-        for label, state, cell in nodes
-    )
-    return (
-        f'<table style="{_STYLE_TABLE}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-    )
-
-
-def _box(kind: str, inner: str) -> str:
-    return f'<div class="requence-task-{kind}" style="font-size:0.9em">{inner}</div>'
-
-
-def _node_rows(fold: NodeFold) -> list[tuple[str, str, str]]:
-    rows = []
-    for node in fold.nodes:
-        label = node.label
-        if fold.task_id is not None and node.task_id != fold.task_id:
-            label += f" (sub-task {node.task_id})"
-        if node.error is not None:
-            cell = f'<span style="color:#cf222e">{_text(node.error)}</span>'
-        elif node.has_data:
-            cell = _code(node.data)
-        else:
-            cell = ""
-        rows.append((label, _state_cell(node.state, node.reason), cell))
-    return rows
 
 
 def _future_error(future: Any) -> BaseException | None:
@@ -160,46 +45,6 @@ def _future_error(future: Any) -> BaseException | None:
         return None
     error: BaseException | None = future.exception()
     return error
-
-
-def _succeeded(future: Any) -> bool:
-    """Whether a future holds a value now (never waits)."""
-    return bool(future.done() and not future.cancelled() and future.exception() is None)
-
-
-def task_html(task: Task) -> str:
-    """``Task._repr_html_``: template, id (linked), state, and the nodes so far."""
-    result = task.future  # asking starts monitoring; the view shows what is known now
-    fold = fold_task(task)
-    task_id = known_id(task)
-    url = task.task_url(0) if _succeeded(task._created) else None
-    state, detail = task_state(task, fold)
-    rows = [("template", escape(str(task.template)) if task.template is not None else "")]
-    if task.name is not None:
-        rows.append(("name", _text(task.name)))
-    rows.append(("task", _link(url, task_id) if task_id is not None else "(not created yet)"))
-    rows.append(("state", _state_cell(state, detail)))
-    if state == SUCCEEDED and _succeeded(result):
-        rows.append(("result", _code(result.result().result, _BLOCK_LIMIT)))
-    return _box("task", _rows(rows) + _node_table(_node_rows(fold)))
-
-
-def result_html(result: TaskResult) -> str:
-    """``TaskResult._repr_html_``: the task, its input and result, and each node's data."""
-    rows = [
-        ("task", _link(result.task_url, result.task_id)),
-        ("state", _state_cell(SUCCEEDED)),
-        ("input", _code(result.input, _BLOCK_LIMIT)),
-        ("result", _code(result.result, _BLOCK_LIMIT)),
-    ]
-    nodes: list[tuple[str, str, str]] = [
-        (alias, _state_cell(NODE_ENDED), _code(data)) for alias, data in result.node_data.items()
-    ]
-    nodes += [
-        (alias, _state_cell(NODE_FAILED), f'<span style="color:#cf222e">{_text(error)}</span>')
-        for alias, error in result.node_errors.items()
-    ]
-    return _box("result", _rows(rows) + _node_table(nodes))
 
 
 # --- progress bars --------------------------------------------------------------------
@@ -310,7 +155,7 @@ class TaskBar:
     """One task's bar: nodes finished out of the nodes seen, and the current node.
 
     A node counts as finished once it is not running nor deferred (see
-    :mod:`requence_task._state`: after an abort, the node it stopped is
+    :mod:`requence_task._fold`: after an abort, the node it stopped is
     ``aborted``, so finished).
     """
 
@@ -448,18 +293,23 @@ def result_with_progress(
 
 def wait_with_progress(
     tasks: list[Task],
-    timeout: float | None,
-    return_when: str,
+    steps: Iterable[tuple[Task | None, set[Task], set[Task]]],
     *,
     file: IO[str] | None = None,
 ) -> tuple[set[Task], set[Task]]:
-    """``wait(..., progress=True)``: a bar of the tasks ended out of all of them."""
+    """``wait(..., progress=True)``: a bar of the tasks ended out of all of them.
+
+    Args:
+        tasks: The tasks waited for.
+        steps: The steps of the wait (``_fanout.wait_stepwise``): the task that
+            ended (``None`` first), then the tasks done and not done.
+    """
     require_tqdm()
     bar = progress_bar(total=len(tasks), desc="tasks", unit="task", file=file)
     answer: tuple[set[Task], set[Task]] = (set(), set(tasks))
     failures = 0
     try:
-        for ended, done, not_done in wait_stepwise(tasks, timeout, return_when):
+        for ended, done, not_done in steps:
             answer = (done, not_done)
             newly = list(done) if ended is None else [ended]
             failures += sum(_future_error(task.future) is not None for task in newly)

@@ -1,4 +1,15 @@
-"""The state of a task and of each of its nodes, from what a handle knows.
+"""Folding a task's updates: its context, and the state of the task and its nodes.
+
+Two folds, each the one of its kind:
+
+- :class:`ContextFolder`, the running fold of one task's updates into its
+  :class:`~requence_task._models.TaskContext` (input, the latest data and the
+  errors of each node alias, result), attached to every update as it stands
+  *after* that update;
+- :class:`NodeFold` and :func:`task_state`, the state of a task and of each of
+  its nodes, which every view shows.
+
+The state of a task and of each of its nodes, from what a handle knows.
 
 One source for every view of a task: ``repr(task)``, its HTML view in
 Jupyter, the bar of ``result(progress=True)``, and the status line of
@@ -69,47 +80,76 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Iterable
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import TaskAbortedError, TaskError, TaskFailedError
-from ._protocol import TASK_ABORTED, TASK_END, TASK_ERROR
-from ._updates import (
+from ._models import (
     NodeDeferUpdate,
     NodeEndUpdate,
     NodeErrorUpdate,
     NodeInfo,
     NodeUpdateUpdate,
+    TaskContext,
+    TaskEndUpdate,
+    TaskStartUpdate,
+    UnknownUpdate,
     Update,
 )
+from ._protocol import TASK_ABORTED, TASK_END, TASK_ERROR
+from ._states import (
+    ABORTED,
+    CREATED,
+    CREATING,
+    ERROR,
+    FAILED,
+    NODE_ABORTED,
+    NODE_ACTIVE,
+    NODE_DEFERRED,
+    NODE_ENDED,
+    NODE_FAILED,
+    NODE_RUNNING,
+    NODE_STOPPED,
+    NOT_CREATED,
+    REJECTED,
+    RUNNING,
+    STARTED,
+    SUCCEEDED,
+    TASK_ENDED,
+)
+from ._wire import raw_result, structure_update
 
 if TYPE_CHECKING:
     from ._task import Task
 
-# --- the words ------------------------------------------------------------------------
-
-CREATING: Final = "creating"
-NOT_CREATED: Final = "could not be created"
-CREATED: Final = "created"
-STARTED: Final = "started"
-RUNNING: Final = "running"
-SUCCEEDED: Final = "succeeded"
-FAILED: Final = "failed"
-ABORTED: Final = "aborted"
-REJECTED: Final = "rejected"
-ERROR: Final = "error"
-
-TASK_ENDED: Final = frozenset({NOT_CREATED, SUCCEEDED, FAILED, ABORTED, REJECTED, ERROR})
-"""Task states after which nothing changes any more."""
-
-NODE_RUNNING: Final = "running"
-NODE_DEFERRED: Final = "deferred"
-NODE_ENDED: Final = "ended"
-NODE_FAILED: Final = "failed"
-NODE_ABORTED: Final = "aborted"
-NODE_STOPPED: Final = "stopped"
-
-NODE_ACTIVE: Final = frozenset({NODE_RUNNING, NODE_DEFERRED})
-"""Node states of a node that has not finished (the others are final)."""
+__all__ = [
+    "ABORTED",
+    "CREATED",
+    "CREATING",
+    "ERROR",
+    "FAILED",
+    "NODE_ABORTED",
+    "NODE_ACTIVE",
+    "NODE_DEFERRED",
+    "NODE_ENDED",
+    "NODE_FAILED",
+    "NODE_RUNNING",
+    "NODE_STOPPED",
+    "NOT_CREATED",
+    "REJECTED",
+    "RUNNING",
+    "STARTED",
+    "SUCCEEDED",
+    "TASK_ENDED",
+    "ContextFolder",
+    "Node",
+    "NodeFold",
+    "fold_task",
+    "known_id",
+    "seen_updates",
+    "state_of",
+    "task_state",
+]
 
 # What a node still running or deferred becomes when its task ends this way.
 _SETTLED_BY: Final = {
@@ -118,6 +158,141 @@ _SETTLED_BY: Final = {
     TASK_ABORTED: NODE_ABORTED,
 }
 _TASK_STATE_OF_END: Final = {TASK_END: SUCCEEDED, TASK_ERROR: FAILED, TASK_ABORTED: ABORTED}
+
+
+# --- the context ----------------------------------------------------------------------
+
+
+class ContextFolder:
+    """The running fold of one task's updates.
+
+    Feed it the events of one task in stream order; :meth:`fold` returns each
+    update with the task's context after it. The fold is copy-on-write: an
+    update that does not change the context shares the previous context
+    object, and one that does copies only the one mapping it changes.
+
+    Updates of another task (a sub-task's, where a stream carries them) and
+    every :class:`UnknownUpdate` pass through without changing the context.
+    """
+
+    __slots__ = ("_context", "_incomplete", "_node_data", "_node_errors", "_task_id")
+
+    def __init__(self, task_id: str | None = None) -> None:
+        """Start an empty fold.
+
+        Args:
+            task_id: The task's id, if known; used for updates that do not
+                name their task. Without it, the first update's task is taken.
+        """
+        self._task_id = task_id
+        self._incomplete: bool | None = None  # known at the task's first update
+        # The dicts behind the current context's read-only proxies. They are
+        # never changed once handed out: a change copies them first.
+        self._node_data: dict[str, Any] = {}
+        self._node_errors: dict[str, str] = {}
+        self._context = TaskContext(
+            task_id or "",
+            node_data=MappingProxyType(self._node_data),
+            node_errors=MappingProxyType(self._node_errors),
+        )
+
+    @property
+    def task_id(self) -> str | None:
+        """The folded task's id, once known."""
+        return self._task_id
+
+    @property
+    def context(self) -> TaskContext:
+        """The context after the last folded update."""
+        return self._context
+
+    def fold(self, event_type: str, data: dict[str, Any], position: int | None) -> Update:
+        """Read one event and fold it into the context.
+
+        Never raises; see :func:`requence_task._wire.structure_update`.
+
+        Args:
+            event_type: The SSE ``event:`` name.
+            data: The decoded ``data:`` JSON.
+            position: The SSE ``id:`` as an integer, if the event had one.
+
+        Returns:
+            The typed update, its ``context`` the fold after it.
+        """
+        before = self._context
+        update = structure_update(event_type, data, position, before)
+        if type(update) is UnknownUpdate:
+            has_result, result = raw_result(data) if isinstance(data, dict) else (False, None)
+            if (
+                event_type == TASK_END
+                and has_result
+                and (self._task_id is None or update.task_id == self._task_id)
+            ):
+                # A taskEnd whose other fields are malformed: its result is still
+                # the task's result (anything JSON is a result), so fold it.
+                after = TaskContext(
+                    before.task_id,
+                    before.input,
+                    result,
+                    before.node_data,
+                    before.node_errors,
+                )
+                object.__setattr__(update, "context", after)
+                self._context = after
+            return update
+        if self._task_id is None:
+            self._task_id = update.task_id
+            before = TaskContext(
+                update.task_id, before.input, before.result, before.node_data, before.node_errors
+            )
+        elif update.task_id != self._task_id:
+            return update
+        after = before
+        if isinstance(update, NodeUpdateUpdate):
+            alias = update.node.alias
+            if alias is not None:
+                node_data = self._node_data.copy()
+                node_data[alias] = update.data
+                self._node_data = node_data
+                after = TaskContext(
+                    before.task_id,
+                    before.input,
+                    before.result,
+                    MappingProxyType(node_data),
+                    before.node_errors,
+                )
+        elif isinstance(update, NodeErrorUpdate):
+            alias = update.node.alias
+            if alias is not None:
+                node_errors = self._node_errors.copy()
+                node_errors[alias] = update.error
+                self._node_errors = node_errors
+                after = TaskContext(
+                    before.task_id,
+                    before.input,
+                    before.result,
+                    before.node_data,
+                    MappingProxyType(node_errors),
+                )
+        elif isinstance(update, TaskStartUpdate):
+            after = TaskContext(
+                before.task_id, update.input, before.result, before.node_data, before.node_errors
+            )
+        elif isinstance(update, TaskEndUpdate):
+            after = TaskContext(
+                before.task_id, before.input, update.result, before.node_data, before.node_errors
+            )
+        if self._incomplete is None:
+            self._incomplete = not isinstance(update, TaskStartUpdate)
+        if self._incomplete:
+            object.__setattr__(update, "incomplete", True)
+        if after is not update.context:
+            # The update is brand new and nobody has seen it yet: setting its
+            # context here is cheaper than building it twice (attrs documents
+            # object.__setattr__ as the way past frozen).
+            object.__setattr__(update, "context", after)
+        self._context = after
+        return update
 
 
 # --- nodes ----------------------------------------------------------------------------
