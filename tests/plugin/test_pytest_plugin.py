@@ -437,6 +437,12 @@ SPEC_SOURCES = {
 }
 
 
+def _message_lines(result: pytest.RunResult, phrase: str) -> list[str]:
+    """The lines of the errors' own text with ``phrase``, not those of the short
+    summary at the end (which repeats whole messages where ``CI`` is set)."""
+    return [ln for ln in result.stdout.lines if phrase in ln and not ln.startswith("ERROR ")]
+
+
 @pytest.mark.parametrize("source", list(SPEC_SOURCES))
 def test_a_bad_spec_is_reported_with_its_real_source(
     pytester: pytest.Pytester, source: str
@@ -448,7 +454,7 @@ def test_a_bad_spec_is_reported_with_its_real_source(
     result = pytester.runpytest(*INNER_ARGS, *args)
     result.assert_outcomes(errors=1)
     # The header names the config file too ("configfile: ..."): look at the message alone.
-    [line] = [ln for ln in result.stdout.lines if "the module 'no_such_module' is not" in ln]
+    [line] = _message_lines(result, "the module 'no_such_module' is not")
     assert f"{named}'{BAD}'" in line, line
     # No other source is named: in particular not the config file an override overrides.
     for other in {"pyproject.toml", "pytest.ini", "tox.ini", "setup.cfg"}:
@@ -465,7 +471,7 @@ def test_an_overridden_fixture_is_named_not_the_config_file(pytester: pytest.Pyt
     pytester.makepyfile(test_it="def test_it(requence_local):\n    pass\n")
     result = pytester.runpytest(*INNER_ARGS, "-o", f"requence_templates={BAD}")
     result.assert_outcomes(errors=1)
-    [line] = [ln for ln in result.stdout.lines if "must give a list of" in ln]
+    [line] = _message_lines(result, "must give a list of")
     assert "the requence_templates fixture must give" in line, line
     assert "pyproject.toml" not in line and "override" not in line, line
 
