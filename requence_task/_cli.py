@@ -36,7 +36,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn, TextIO
 
-from . import _fold as _state
+from . import _fold, _states
+from ._wire import update_to_json
 
 if TYPE_CHECKING:
     from . import Client, Task, Update
@@ -511,44 +512,6 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-_BASE_FIELDS = frozenset(
-    {"type", "task_id", "timestamp", "position", "update_id", "root_task_id", "context", "raw"}
-    | {"incomplete"}
-)
-
-
-def update_json(update: Update) -> dict[str, Any]:
-    """An update as a JSON object: type, taskId, position, timestamp, then its
-    type's fields (camelCase; ``node`` as ``{id, type, alias}``)."""
-    import attrs
-
-    from . import NodeInfo, UnknownUpdate
-
-    found: dict[str, Any] = {
-        "type": update.type,
-        "taskId": update.task_id,
-        "position": update.position,
-        "timestamp": update.timestamp.isoformat(),
-    }
-    if update.root_task_id is not None:
-        found["rootTaskId"] = update.root_task_id
-    for field in attrs.fields(type(update)):
-        if field.name in _BASE_FIELDS:
-            continue
-        value = getattr(update, field.name)
-        if isinstance(value, NodeInfo):
-            value = {"id": value.id, "type": value.type, "alias": value.alias}
-        found[_camel(field.name)] = value
-    if isinstance(update, UnknownUpdate):
-        found["raw"] = update.raw
-    return found
-
-
 def _node_label(update: Update) -> str:
     node = getattr(update, "node", None)
     if node is None:
@@ -653,11 +616,11 @@ def read_input(spec: str | None) -> Any:
 
 # The status line's words for a task's state with no node running (else "task <state>").
 _PHASES = {
-    _state.CREATING: "creating the task",
-    _state.CREATED: "starting the task",
-    _state.STARTED: "task started",
-    _state.RUNNING: "running",
-    _state.NOT_CREATED: "the task could not be created",
+    _states.CREATING: "creating the task",
+    _states.CREATED: "starting the task",
+    _states.STARTED: "task started",
+    _states.RUNNING: "running",
+    _states.NOT_CREATED: "the task could not be created",
 }
 
 
@@ -675,7 +638,7 @@ class _Progress:
         self.task = task
         # (The id may not be known yet: then the task's own updates are those
         # without a root task id.)
-        self.fold = _state.NodeFold(_state.known_id(task))
+        self.fold = _fold.NodeFold(_fold.known_id(task))
         self.shown = 0
 
     def feed(self, update: Update) -> None:
@@ -688,18 +651,18 @@ class _Progress:
 
     def text(self) -> str:
         fold = self.fold
-        state, _detail = _state.task_state(self.task, fold)
+        state, _detail = _fold.task_state(self.task, fold)
         active = fold.active()
         if active:
             what = "running " + ", ".join(
-                node.label + (" (deferred)" if node.state == _state.NODE_DEFERRED else "")
+                node.label + (" (deferred)" if node.state == _states.NODE_DEFERRED else "")
                 for node in active
             )
         else:
             what = _PHASES.get(state, f"task {state}")
-        ended = fold.count(_state.NODE_ENDED)
+        ended = fold.count(_states.NODE_ENDED)
         done = f"{ended} node{'s' if ended != 1 else ''} done"
-        for word in (_state.NODE_FAILED, _state.NODE_ABORTED, _state.NODE_STOPPED):
+        for word in (_states.NODE_FAILED, _states.NODE_ABORTED, _states.NODE_STOPPED):
             count = fold.count(word)
             if count:
                 done += f", {count} {word}"
@@ -790,7 +753,7 @@ def _follow(
                 progress.draw()
             continue
         if mode == "json":
-            _out(json.dumps(update_json(update), default=str))
+            _out(json.dumps(update_to_json(update), default=str))
         elif mode == "plain":
             _out(describe(update))
         elif progress is not None:
@@ -957,7 +920,7 @@ def _watch(args: argparse.Namespace) -> int:
             try:
                 for update in watcher.updates(timeout=wait):
                     if args.json:
-                        _out(json.dumps(update_json(update), default=str))
+                        _out(json.dumps(update_to_json(update), default=str))
                     else:
                         _out(f"{update.timestamp.isoformat()} {update.task_id} {describe(update)}")
                     seen += 1
@@ -996,19 +959,8 @@ def check_file_name(name: object) -> str:
 
 
 def _generate_types(args: argparse.Namespace) -> int:
-    from ._protocol import TYPES_PATH
-
     with _client(args) as client:
-        transport = client._transport
-        url = client._url(TYPES_PATH)
-        what = "the Python types of the task templates"
-
-        def attempt() -> dict[str, Any]:
-            response = transport.send("GET", url)
-            transport.expect_ok(response, what=what)
-            return transport.json(response, what=what)
-
-        files = transport.retrying(attempt, what=what)
+        files = client._api.python_types()
     checked: list[tuple[str, str]] = []
     for name, content in files.items():
         if not isinstance(content, str):

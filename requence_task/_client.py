@@ -163,11 +163,6 @@ class Client:
         self._transport.reset_after_fork()
         self._follower.reset_after_fork()
 
-    def _url(self, path: str) -> str:
-        # Only for the command line's types download (_cli), until it calls
-        # self._api.python_types(); nothing else in the client builds URLs here.
-        return self._api.url(path)
-
     def _warn_branch(self, template: str, branch: str) -> None:
         with self._lock:
             if (template, branch) in self._warned:

@@ -115,7 +115,6 @@ from ._states import (
     RUNNING,
     STARTED,
     SUCCEEDED,
-    TASK_ENDED,
 )
 from ._wire import raw_result, structure_update
 
@@ -123,24 +122,6 @@ if TYPE_CHECKING:
     from ._task import Task
 
 __all__ = [
-    "ABORTED",
-    "CREATED",
-    "CREATING",
-    "ERROR",
-    "FAILED",
-    "NODE_ABORTED",
-    "NODE_ACTIVE",
-    "NODE_DEFERRED",
-    "NODE_ENDED",
-    "NODE_FAILED",
-    "NODE_RUNNING",
-    "NODE_STOPPED",
-    "NOT_CREATED",
-    "REJECTED",
-    "RUNNING",
-    "STARTED",
-    "SUCCEEDED",
-    "TASK_ENDED",
     "ContextFolder",
     "Node",
     "NodeFold",
