@@ -433,7 +433,8 @@ def state_of(
     if terminal is not None:  # the result is being settled (an ack, say)
         return _TASK_STATE_OF_END[terminal.type], getattr(terminal, "reason", None)
     if not created.done():
-        return CREATED, None
+        # Updates come only once the task started: they may outrun finalize's answer.
+        return (RUNNING if fold.seen else CREATED), None
     error = _error_of(created)
     if error is not None:
         if isinstance(error, TaskAbortedError):
