@@ -77,6 +77,47 @@ def get_path(task_id: str) -> str:
     return f"/task/{task_id}"
 
 
+# --- Route patterns of the local server, derived from the paths above ---------
+# Starlette's ``{name}`` placeholders put through the same functions, so that a
+# path the client builds and the route the server answers it on cannot drift.
+
+PREPARE_ROUTE: Final = prepare_path("{template:path}")
+FINALIZE_ROUTE: Final = finalize_path("{task_id}")
+WATCH_ROUTE: Final = watch_path("{task_id}")
+ABORT_ROUTE: Final = abort_path("{task_id}")
+PROTECT_ROUTE: Final = protect_path("{task_id}")
+ACK_ROUTE: Final = ack_path("{task_id}")
+GET_ROUTE: Final = get_path("{task_id}")
+
+# --- The local server's pages (for a browser; no token) ----------------------
+
+INDEX_PATH: Final = "/"
+
+
+def page_events_path(task_id: str) -> str:
+    """The task's update stream for its page: the frames of the API's watch."""
+    return f"{show_path(task_id)}/events"
+
+
+def page_live_path(task_id: str) -> str:
+    """What the task's page shows after each new update, ready to render."""
+    return f"{show_path(task_id)}/live"
+
+
+def page_abort_path(task_id: str) -> str:
+    return f"{show_path(task_id)}/abort"
+
+
+def asset_path(name: str) -> str:
+    return f"/assets/{name}"
+
+
+SHOW_ROUTE: Final = show_path("{task_id}")
+PAGE_EVENTS_ROUTE: Final = page_events_path("{task_id}")
+PAGE_LIVE_ROUTE: Final = page_live_path("{task_id}")
+PAGE_ABORT_ROUTE: Final = page_abort_path("{task_id}")
+ASSET_ROUTE: Final = asset_path("{name}")
+
 # Body key of watch-all's event filter (our choice).
 WATCH_ALL_FILTER_KEY: Final = "only"
 

@@ -41,6 +41,7 @@ def test_a_running_task_shows_its_nodes_so_far(nb_client: Client, gates: Callabl
     task = Task("nb-gated-steps", input={"gate": key}, name="batch <7>", client=nb_client)
     wait_for_update(task, lambda u: isinstance(u, NodeEndUpdate) and u.node.alias == "first")
     wait_until(lambda: "wait" in Page(task._repr_html_()).nodes(), what="the node 'wait'")
+    task.finalized(timeout=10)  # updates may outrun finalize's answer, which brings the URL
 
     page = assert_safe(task._repr_html_())
     assert page.row("template") == "nb-gated-steps"
