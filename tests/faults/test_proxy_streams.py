@@ -216,7 +216,7 @@ def test_pass_through_sends_everything_via_the_proxy(
     assert [u.type for u in updates] == GREET_TYPES
     assert_exactly_once(updates, task, server_api, uncut)
     # finalizeUrl and urls.watch were rewritten: finalize and watch went via the proxy too.
-    assert task.task_url(timeout=0) == f"{proxy.base_url}/tasks/{task_id}"
+    assert task.task_url(timeout=WAIT) == f"{proxy.base_url}/tasks/{task_id}"
     assert [
         (e.method, e.path, e.status, e.outcome)
         for e in settled(proxy.seen(f"/task/finalize/{task_id}"))
