@@ -13,11 +13,48 @@ from typing import Any
 
 import pytest
 
-from requence_task import Client, RetryPolicy, Timeouts
+from requence_task import Client, RetryPolicy, Task, Timeouts
 from requence_task._token import encode_access_token
-from requence_task.local import LocalRequence
+from requence_task.local import LocalRequence, NodeContext, Template, service
 
 from ..local.templates_for_tests import TEMPLATES, gate
+
+
+def _two_updates(ctx: NodeContext) -> Any:
+    yield {"b": 1}
+    yield {"b": 2}
+
+
+def _sleep(ctx: NodeContext) -> dict[str, Any]:
+    seconds = float(ctx.input["seconds"])
+    ctx.wait(seconds)
+    return {"slept": seconds}
+
+
+def _boom(ctx: NodeContext) -> None:
+    raise RuntimeError("boom")
+
+
+# Templates of the timing tests (fan-out, asyncio, notebook views), beside TEMPLATES.
+TIMING_TEMPLATES = [
+    # Three nodes in a row; the second sends two updates.
+    Template(
+        "steps",
+        nodes=[
+            service("a", lambda ctx: {"a": 1}),
+            service("b", _two_updates, after=["a"]),
+            service("c", lambda ctx: {"c": 3}, after=["b"]),
+        ],
+        result=lambda ctx: {"done": True},
+    ),
+    # One node that sleeps input["seconds"].
+    Template("sleep", nodes=[service("sleep", _sleep)]),
+    # A node that ends, then one that fails.
+    Template(
+        "late-fail", nodes=[service("ok", lambda ctx: 1), service("boom", _boom, after=["ok"])]
+    ),
+]
+
 
 # The retry policy of test clients: quick backoff, a budget well inside a test's bound.
 FAST_RETRY = RetryPolicy(budget=5, initial_backoff=0.02, max_backoff=0.2)
@@ -94,3 +131,35 @@ def gates() -> Iterator[Callable[[], str]]:
 def gate_key(gates: Callable[[], str]) -> str:
     """One gate key, opened at the end of the test."""
     return gates()
+
+
+def open_gate(key: str) -> None:
+    gate(key).set()
+
+
+def wait_for_update(task: Task, predicate: Callable[[Any], bool], timeout: float = 30) -> None:
+    """Iterate the task's updates until one satisfies ``predicate``."""
+    for update in task.updates(timeout=timeout):
+        if predicate(update):
+            return
+    raise AssertionError("the task ended before the update came")
+
+
+@pytest.fixture(scope="module")
+def busy_server() -> Iterator[LocalRequence]:
+    """A local Requence of a test module's own, running eight tasks at once (timing tests)."""
+    with LocalRequence([*TEMPLATES, *TIMING_TEMPLATES], concurrency=8) as rq:
+        yield rq
+
+
+@pytest.fixture(autouse=True)
+def _busy_faults_off(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "busy_server" in request.fixturenames:
+        request.getfixturevalue("busy_server").faults.clear()
+
+
+@pytest.fixture(scope="module")
+def busy_client(busy_server: LocalRequence) -> Iterator[Client]:
+    with make_client(busy_server.access_token) as client:
+        yield client

@@ -6,30 +6,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
-from typing import Any
 
 import pytest
 
-from requence_task import Client, Task
+from requence_task import Client
 from requence_task._token import encode_access_token
 from requence_task.local import LocalRequence, NodeContext, Template, service
 
-from ..client.conftest import free_port, make_client
+from ..client.conftest import TIMING_TEMPLATES, free_port, make_client
 from ..local.templates_for_tests import TEMPLATES, gate, wait_for_gate
 
 HOSTILE = "<script>alert('owned')</script>"
 HOSTILE_ERROR = '<img src=x onerror="alert(1)">'
-
-
-def _steps_b(ctx: NodeContext) -> Any:
-    yield {"b": 1}
-    yield {"b": 2}
-
-
-def _sleep(ctx: NodeContext) -> dict[str, Any]:
-    seconds = float(ctx.input["seconds"])
-    ctx.wait(seconds)
-    return {"slept": seconds}
 
 
 def _hostile_error(ctx: NodeContext) -> None:
@@ -37,16 +25,6 @@ def _hostile_error(ctx: NodeContext) -> None:
 
 
 NOTEBOOK_TEMPLATES = [
-    # Three nodes in a row; the second sends two updates.
-    Template(
-        "nb-steps",
-        nodes=[
-            service("a", lambda ctx: {"a": 1}),
-            service("b", _steps_b, after=["a"]),
-            service("c", lambda ctx: {"c": 3}, after=["b"]),
-        ],
-        result=lambda ctx: {"done": True},
-    ),
     # One node that ends, then one that waits for the gate named by the input.
     Template(
         "nb-gated-steps",
@@ -55,7 +33,6 @@ NOTEBOOK_TEMPLATES = [
             service("wait", wait_for_gate, after=["first"]),
         ],
     ),
-    Template("nb-sleep", nodes=[service("sleep", _sleep)]),
     # Markup everywhere a server or a user can put text.
     Template(
         "nb-hostile",
@@ -76,7 +53,7 @@ NOTEBOOK_TEMPLATES = [
 @pytest.fixture(scope="module")
 def nb_server() -> Iterator[LocalRequence]:
     """A local Requence of these tests (eight tasks run at once, for timing tests)."""
-    with LocalRequence([*TEMPLATES, *NOTEBOOK_TEMPLATES], concurrency=8) as rq:
+    with LocalRequence([*TEMPLATES, *TIMING_TEMPLATES, *NOTEBOOK_TEMPLATES], concurrency=8) as rq:
         yield rq
 
 
@@ -113,18 +90,6 @@ def gates() -> Iterator[Callable[[], str]]:
     yield new
     for key in made:
         gate(key).set()
-
-
-def open_gate(key: str) -> None:
-    gate(key).set()
-
-
-def wait_for_update(task: Task, predicate: Callable[[Any], bool], timeout: float = 30) -> None:
-    """Iterate the task's updates until one satisfies ``predicate``."""
-    for update in task.updates(timeout=timeout):
-        if predicate(update):
-            return
-    raise AssertionError("the task ended before the update came")
 
 
 VOID = {"br", "img", "input", "meta", "hr", "link"}

@@ -19,8 +19,8 @@ from requence_task import (
 from requence_task._token import decode_access_token
 from requence_task.local import LocalRequence
 
-from ..client.conftest import make_client, wait_until
-from .conftest import HOSTILE, HOSTILE_ERROR, Page, open_gate, wait_for_update
+from ..client.conftest import make_client, open_gate, wait_for_update, wait_until
+from .conftest import HOSTILE, HOSTILE_ERROR, Page
 
 ALLOWED_TAGS = {"div", "table", "thead", "tbody", "tr", "th", "td", "code", "span", "a"}
 
@@ -79,7 +79,7 @@ def test_an_aborted_task_shows_the_node_the_abort_stopped_as_aborted(
 
 
 def test_the_view_and_repr_agree_on_the_end(nb_client: Client) -> None:
-    succeeded = Task("nb-steps", client=nb_client)
+    succeeded = Task("steps", client=nb_client)
     succeeded.result(timeout=30)
     failed = Task("nb-fail", client=nb_client)
     with pytest.raises(TaskFailedError):
@@ -96,7 +96,7 @@ def test_the_view_and_repr_agree_on_the_end(nb_client: Client) -> None:
 def test_rendering_never_waits_for_the_network(nb_server: LocalRequence) -> None:
     nb_server.faults.latency = 1.5  # every request takes 1.5 s to be answered
     with make_client(nb_server.access_token) as client:
-        task = Task("nb-steps", client=client)
+        task = Task("steps", client=client)
         started = time.monotonic()
         page = assert_safe(task._repr_html_())
         assert time.monotonic() - started < 0.5
@@ -158,7 +158,7 @@ def test_a_task_that_cannot_be_created_shows_the_error_and_never_the_token(
 ) -> None:
     bearer = decode_access_token(dead_token).bearer
     with make_client(dead_token) as client:
-        task = Task("nb-steps", client=client)
+        task = Task("steps", client=client)
         assert Page(task._repr_html_()).row("state") in ("creating", "could not be created")
         wait_until(task.done, timeout=30, what="creation to give up")
         markup = task._repr_html_()
@@ -171,17 +171,17 @@ def test_a_task_that_cannot_be_created_shows_the_error_and_never_the_token(
 def test_the_token_is_never_shown(nb_server: LocalRequence, nb_client: Client) -> None:
     token = nb_server.access_token
     bearer = decode_access_token(token).bearer
-    task = Task("nb-steps", input={"token_free": True}, client=nb_client)
+    task = Task("steps", input={"token_free": True}, client=nb_client)
     result = task.result(timeout=30)
     for markup in (task._repr_html_(), result._repr_html_()):
         assert bearer not in markup
         assert token not in markup
     # The plain repr stays as it was.
-    assert repr(task).startswith("<requence_task.Task 'nb-steps' id=")
+    assert repr(task).startswith("<requence_task.Task 'steps' id=")
 
 
 def test_a_task_by_id_renders_without_a_template(nb_client: Client) -> None:
-    first = Task("nb-steps", client=nb_client)
+    first = Task("steps", client=nb_client)
     first.result(timeout=30)
     again = Task.from_id(first.task_id(0), client=nb_client)
     again.result(timeout=30)

@@ -32,8 +32,8 @@ from requence_task import (
 from requence_task._progress import TaskBar, in_notebook, progress_bar, result_with_progress
 from requence_task.local import LocalRequence
 
-from ..client.conftest import wait_until
-from .conftest import Page, open_gate
+from ..client.conftest import open_gate, wait_until
+from .conftest import Page
 
 INSTALL = "pip install 'requence_task[progress]'"
 INSTALL_NOTEBOOK = "pip install 'requence_task[notebook]'"
@@ -49,13 +49,13 @@ def last_draw(text: str) -> str:
 
 def test_the_bar_counts_nodes_and_ends_with_the_outcome(nb_client: Client) -> None:
     out = io.StringIO()
-    task = Task("nb-steps", client=nb_client)
+    task = Task("steps", client=nb_client)
     result = result_with_progress(task, 30, file=out)
     assert result.result == {"done": True}
     text = out.getvalue()
     assert text.endswith("\n")  # closed, and left on screen
     final = last_draw(text)
-    assert final.startswith("nb-steps: 100%")
+    assert final.startswith("steps: 100%")
     assert "3/3" in final  # three nodes seen, three finished
     assert "succeeded, 4 updates" in final  # a and c sent one, b two
 
@@ -155,7 +155,7 @@ def test_news_held_back_by_the_redraw_limit_is_drawn_soon_after(
     nb_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_progress, "_REDRAW_EVERY", 1.0)
-    task = Task("nb-steps", client=nb_client)
+    task = Task("steps", client=nb_client)
     task.result(timeout=30)
     updates = list(task.updates(timeout=5))
     out = io.StringIO()
@@ -176,7 +176,7 @@ def test_news_held_back_by_the_redraw_limit_is_drawn_soon_after(
 
 
 def test_a_bad_timeout_is_refused_before_anything(nb_client: Client) -> None:
-    task = Task("nb-steps", client=nb_client)
+    task = Task("steps", client=nb_client)
     out = io.StringIO()
     with pytest.raises(ConfigurationError, match="timeout"):
         result_with_progress(task, -1, file=out)
@@ -188,10 +188,10 @@ def test_task_result_with_progress_draws_the_bar_on_stderr(
     nb_client: Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The public spelling: Task.result(progress=True), a text bar outside Jupyter.
-    task = Task("nb-steps", client=nb_client)
+    task = Task("steps", client=nb_client)
     assert task.result(timeout=30, progress=True).result == {"done": True}
     final = last_draw(capsys.readouterr().err)
-    assert final.startswith("nb-steps: 100%") and "3/3" in final
+    assert final.startswith("steps: 100%") and "3/3" in final
     with pytest.raises(ConfigurationError):
         task.result(timeout=1, progress="yes")  # type: ignore[arg-type]
 
@@ -199,7 +199,7 @@ def test_task_result_with_progress_draws_the_bar_on_stderr(
 def test_wait_with_progress_counts_tasks_on_stderr(
     nb_client: Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tasks = Task.map("nb-steps", [None, None, None], client=nb_client)
+    tasks = Task.map("steps", [None, None, None], client=nb_client)
     done, not_done = wait(tasks, timeout=30, progress=True)
     assert done == set(tasks) and not_done == set()
     final = last_draw(capsys.readouterr().err)
@@ -248,7 +248,7 @@ def test_without_tqdm_the_error_names_the_extra_before_waiting(
 def test_without_tqdm_in_a_kernel_the_error_names_the_notebook_extra(
     kernel: Any, no_tqdm: None, nb_client: Client
 ) -> None:
-    task = Task("nb-steps", client=nb_client)
+    task = Task("steps", client=nb_client)
     with pytest.raises(ConfigurationError) as caught:
         result_with_progress(task, 30)
     message = str(caught.value)
@@ -402,13 +402,13 @@ def test_a_real_kernel_without_ipywidgets_warns_once_and_draws_text(
         assert sys.modules["ipywidgets"] is None
         with Client({nb_server.access_token!r}) as client:
             for _ in range(2):
-                task = Task("nb-steps", client=client)
+                task = Task("steps", client=client)
                 print(task.result(timeout=30, progress=True).result)
         """
     )
     out, err, shown = _kernel_outputs(code, env, tmp_path)
     assert out.count(str({"done": True})) == 2
-    assert "nb-steps: 100%" in out  # the text bar, in the cell's output
+    assert "steps: 100%" in out  # the text bar, in the cell's output
     assert not [data for data in shown if "application/vnd.jupyter.widget-view+json" in data]
     assert err.count("ipywidgets is not installed") == 1, err
     assert INSTALL_NOTEBOOK in err
@@ -425,12 +425,12 @@ def _widgets(outputs: list[Any]) -> list[Any]:
 def test_result_with_progress_in_a_kernel_drives_a_widget(kernel: Any, nb_client: Client) -> None:
     from IPython.utils.capture import capture_output
 
-    task = Task("nb-steps", client=nb_client)
+    task = Task("steps", client=nb_client)
     with capture_output() as captured:
         result_with_progress(task, 30)
     [box] = _widgets(captured.outputs)
     label, progress, info = box.children
-    assert label.value.startswith("nb-steps")
+    assert label.value.startswith("steps")
     assert (progress.value, progress.max) == (3, 3)
     assert progress.bar_style == "success"
     assert "succeeded" in info.value
@@ -451,7 +451,7 @@ def test_a_failure_turns_the_widget_red(kernel: Any, nb_client: Client) -> None:
 def test_wait_in_a_kernel_drives_a_widget(kernel: Any, nb_client: Client) -> None:
     from IPython.utils.capture import capture_output
 
-    tasks = Task.map("nb-steps", [1, 2], client=nb_client)
+    tasks = Task.map("steps", [1, 2], client=nb_client)
     with capture_output() as captured:
         wait(tasks, timeout=30, progress=True)
     [box] = _widgets(captured.outputs)

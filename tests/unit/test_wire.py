@@ -1,8 +1,8 @@
-"""Typed updates and the context folded from them: pure unit tests, no server."""
+"""Typed updates from the wire: each type field by field, timestamps, malformed data, the
+wire converter and reprs. Pure unit tests, no server."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from requence_task import RequenceError, ResultTypeError, _models, _wire
+from requence_task import _models, _wire
 from requence_task._fold import ContextFolder
 from requence_task._models import (
     NodeDeferUpdate,
@@ -26,7 +26,6 @@ from requence_task._models import (
     TaskContext,
     TaskEndUpdate,
     TaskErrorUpdate,
-    TaskResult,
     TaskStartUpdate,
     UnknownUpdate,
     Update,
@@ -46,20 +45,7 @@ from requence_task._protocol import (
 )
 from requence_task._wire import _WIRE, _WIRE_EXPLAINED, structure_update
 
-TASK = "6f1c2a9e"
-STAMP = "2025-05-02T09:14:03.120Z"
-WHEN = datetime(2025, 5, 2, 9, 14, 3, 120000, tzinfo=timezone.utc)
-OCR = {"id": "n2", "type": "service", "alias": "ocr"}
-
-
-def wire(**fields: Any) -> dict[str, Any]:
-    """Update data as the single-task stream sends it, with ``fields`` added."""
-    return {"taskId": TASK, "timestamp": STAMP, "updateId": "u-1", **fields}
-
-
-def fold_one(event_type: str, data: dict[str, Any], position: int | None = 7) -> Update:
-    return ContextFolder().fold(event_type, data, position)
-
+from .wire_data import OCR, STAMP, TASK, WHEN, fold_one, realistic, wire
 
 # --- each type, field by field ------------------------------------------------
 
@@ -232,147 +218,6 @@ def test_timestamps(text: str, expected: datetime) -> None:
     assert update.timestamp == expected
     assert update.timestamp.utcoffset() == expected.utcoffset()
     assert update.timestamp.tzinfo is not None
-
-
-# --- folding ------------------------------------------------------------------
-
-
-def realistic() -> list[tuple[str, dict[str, Any]]]:
-    ocr = OCR
-    mailer = {"id": "n3", "type": "service", "alias": "mailer"}
-    gate = {"id": "n4", "type": "or", "alias": None}
-    return [
-        (TASK_START, wire(input={"customer": "ACME"})),
-        (NODE_START, wire(node=ocr)),
-        (NODE_UPDATE, wire(node=ocr, data={"pages": 1}, output=None)),
-        (NODE_START, wire(node=mailer)),
-        (NODE_UPDATE, wire(node=mailer, data="queued", output="status")),
-        (NODE_UPDATE, wire(node=ocr, data={"pages": 2}, output=None)),
-        (NODE_UPDATE, wire(node=gate, data="ignored: no alias", output=None)),
-        (NODE_DEFER, wire(node=mailer, reason="SMTP greylisting")),
-        (NODE_ERROR, wire(node=mailer, error="SMTP refused")),
-        (NODE_ERROR, wire(node=gate, error="ignored: no alias")),
-        (NODE_END, wire(node=ocr)),
-        (TASK_END, wire(result={"total": 99}, exit=None, requireAck=False)),
-    ]
-
-
-def test_context_folds_a_realistic_sequence() -> None:
-    folder = ContextFolder(TASK)
-    updates = [folder.fold(t, d, p) for p, (t, d) in enumerate(realistic(), start=100)]
-    final = updates[-1].context
-    assert final is folder.context
-    assert final.task_id == TASK
-    assert final.input == {"customer": "ACME"}
-    assert final.result == {"total": 99}
-    assert dict(final.node_data) == {"ocr": {"pages": 2}, "mailer": "queued"}
-    # Aliases keep the order in which they first sent data.
-    assert list(final.node_data) == ["ocr", "mailer"]
-    assert dict(final.node_errors) == {"mailer": "SMTP refused"}
-    assert final.get_node_data("ocr") == {"pages": 2}
-    assert final.get_node_data("nobody") is None
-    assert final.get_node_data("nobody", default={}) == {}
-    assert final.get_node_error("mailer") == "SMTP refused"
-    assert final.get_node_error("ocr") is None
-    # Each update carries the context after it.
-    assert updates[0].context.input == {"customer": "ACME"}
-    assert updates[0].context.node_data == {}
-    assert updates[2].context.node_data == {"ocr": {"pages": 1}}
-    assert updates[5].context.node_data == {"ocr": {"pages": 2}, "mailer": "queued"}
-    assert updates[10].context.result is None
-    assert [u.position for u in updates] == list(range(100, 112))
-
-
-def test_earlier_contexts_are_not_changed_by_later_folds() -> None:
-    folder = ContextFolder()
-    seen: list[tuple[TaskContext, dict[str, Any]]] = []
-    for t, d in realistic():
-        context = folder.fold(t, d, None).context
-        snapshot = {
-            "input": context.input,
-            "result": context.result,
-            "node_data": dict(context.node_data),
-            "node_errors": dict(context.node_errors),
-        }
-        seen.append((context, snapshot))
-    for context, snapshot in seen:
-        assert context.input == snapshot["input"]
-        assert context.result == snapshot["result"]
-        assert dict(context.node_data) == snapshot["node_data"]
-        assert dict(context.node_errors) == snapshot["node_errors"]
-
-
-def test_contexts_are_read_only_and_shared_when_unchanged() -> None:
-    folder = ContextFolder(TASK)
-    first = folder.fold(NODE_UPDATE, wire(node=OCR, data=1), 1).context
-    with pytest.raises(TypeError):
-        first.node_data["ocr"] = 2  # type: ignore[index]
-    with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        first.input = 3  # type: ignore[misc]
-    # Copy-on-write: updates that change nothing share the context object.
-    assert folder.fold(NODE_END, wire(node=OCR), 2).context is first
-    after_error = folder.fold(NODE_ERROR, wire(node=OCR, error="x"), 3).context
-    assert after_error is not first
-    assert after_error.node_data is first.node_data
-
-
-def test_a_context_built_by_hand_copies_its_mappings() -> None:
-    data = {"a": 1}
-    context = TaskContext("t", node_data=data)
-    data["a"] = 2
-    assert context.get_node_data("a") == 1
-    with pytest.raises(TypeError):
-        context.node_data["a"] = 3  # type: ignore[index]
-
-
-def test_watch_all_data_with_task_id_only() -> None:
-    folder = ContextFolder()
-    data = {"task_id": "t-9", "rootTaskId": "root-1", "timestamp": STAMP, "input": 5}
-    update = folder.fold(TASK_START, data, 3)
-    assert type(update) is TaskStartUpdate
-    assert update.task_id == "t-9"
-    assert update.root_task_id == "root-1"
-    assert folder.task_id == "t-9"
-    assert update.context == TaskContext("t-9", input=5)
-    both = {"taskId": "t-9", "task_id": "t-9", "timestamp": STAMP, "node": OCR, "data": 1}
-    assert folder.fold(NODE_UPDATE, both, 4).context.node_data == {"ocr": 1}
-
-
-def test_a_folder_with_a_task_id_fills_it_in() -> None:
-    folder = ContextFolder("known")
-    update = folder.fold(NODE_UPDATE, {"node": OCR, "data": 1}, 1)
-    assert type(update) is NodeUpdateUpdate
-    assert update.task_id == "known"
-    assert update.context.task_id == "known"
-    assert update.context.node_data == {"ocr": 1}
-
-
-def test_updates_of_another_task_pass_through_unfolded() -> None:
-    folder = ContextFolder(TASK)
-    folder.fold(TASK_START, wire(input=1), 1)
-    other = folder.fold(NODE_UPDATE, wire(taskId="sub", node=OCR, data=2, rootTaskId=TASK), 2)
-    assert type(other) is NodeUpdateUpdate
-    assert other.task_id == "sub"
-    assert other.context is folder.context
-    assert folder.context == TaskContext(TASK, input=1)
-
-
-def test_unknown_type_is_passed_on_and_changes_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    folder = ContextFolder(TASK)
-    before = folder.fold(TASK_START, wire(input=1), 1).context
-    with caplog.at_level(logging.WARNING, logger="requence_task"):
-        update = folder.fold("nodeTeleport", wire(node=OCR, whatever=[1]), 2)
-    assert type(update) is UnknownUpdate
-    assert update.type == "nodeTeleport"
-    assert update.problem is None
-    assert update.task_id == TASK
-    assert update.timestamp == WHEN
-    assert update.update_id == "u-1"
-    assert update.raw == wire(node=OCR, whatever=[1])
-    assert update.context is before
-    assert folder.context is before
-    assert not update.is_terminal
-    assert caplog.records == []
 
 
 # --- malformed data -----------------------------------------------------------
@@ -705,190 +550,3 @@ def test_updates_compare_without_raw() -> None:
     a = fold_one(NODE_END, wire(node=OCR, extra=1))
     b = fold_one(NODE_END, wire(node=OCR, extra=2))
     assert a == b
-
-
-# --- results --------------------------------------------------------------------
-
-
-@attrs.frozen
-class Line:
-    sku: str
-    qty: int
-
-
-@attrs.frozen
-class Invoice:
-    total: int
-    lines: list[Line]
-
-
-@dataclasses.dataclass
-class Receipt:
-    total: int
-    paid: bool = False
-
-
-def result_of(value: Any) -> TaskResult:
-    folder = ContextFolder(TASK)
-    folder.fold(TASK_START, wire(input={"customer": "ACME"}), 1)
-    folder.fold(NODE_UPDATE, wire(node=OCR, data={"pages": 2}), 2)
-    folder.fold(NODE_ERROR, wire(node={**OCR, "alias": "mailer"}, error="SMTP refused"), 3)
-    end = folder.fold(TASK_END, wire(result=value), 4)
-    return TaskResult.from_context(end.context, task_url="http://x/tasks/6f1c2a9e")
-
-
-def test_task_result_from_context() -> None:
-    result = result_of({"total": 99})
-    assert result.task_id == TASK
-    assert result.task_url == "http://x/tasks/6f1c2a9e"
-    assert result.input == {"customer": "ACME"}
-    assert result.result == {"total": 99}
-    assert result.get_node_data("ocr") == {"pages": 2}
-    assert result.get_node_data("none", 0) == 0
-    assert result.get_node_error("mailer") == "SMTP refused"
-    assert result.get_node_error("ocr") is None
-    with pytest.raises(TypeError):
-        result.node_data["x"] = 1  # type: ignore[index]
-
-
-def test_result_as_attrs_class() -> None:
-    value = {"total": 99, "lines": [{"sku": "A", "qty": 2}], "note": "extra keys are fine"}
-    invoice = result_of(value).result_as(Invoice)
-    assert invoice == Invoice(total=99, lines=[Line("A", 2)])
-
-
-def test_result_as_dataclass() -> None:
-    assert result_of({"total": 5}).result_as(Receipt) == Receipt(total=5)
-
-
-def test_result_as_container() -> None:
-    assert result_of([1, "2", 3]).result_as(list[int]) == [1, 2, 3]
-    assert result_of({"a": 1}).result_as(dict[str, int]) == {"a": 1}
-
-
-def test_result_as_mismatch_names_the_field() -> None:
-    value = {"total": "ninety-nine", "lines": [{"sku": "A"}]}
-    with pytest.raises(ResultTypeError) as caught:
-        result_of(value).result_as(Invoice)
-    err = caught.value
-    assert isinstance(err, ValueError)
-    assert isinstance(err, RequenceError)
-    message = str(err)
-    assert TASK in message
-    assert "Invoice" in message
-    assert "result.total" in message
-    assert "expected int" in message
-    assert "result.lines[0].qty" in message
-    assert "required field missing" in message
-    assert err.target is Invoice
-    assert len(err.errors) == 2
-    assert isinstance(err.cause, cattrs.ClassValidationError)
-    assert err.__cause__ is err.cause
-
-
-def test_result_as_mismatch_of_a_container() -> None:
-    with pytest.raises(ResultTypeError, match=r"list\[int\].*result\[1\]"):
-        result_of([1, "x"]).result_as(list[int])
-    with pytest.raises(ResultTypeError, match="expected int"):
-        result_of(None).result_as(int)
-
-
-def test_result_as_with_own_converter() -> None:
-    converter = cattrs.Converter()
-    converter.register_structure_hook(Receipt, lambda value, _: Receipt(total=len(value)))
-    assert result_of("abc").result_as(Receipt, converter=converter) == Receipt(total=3)
-    # The package's own converter did not get that hook.
-    with pytest.raises(ResultTypeError):
-        result_of("abc").result_as(Receipt)
-
-
-def test_result_as_a_type_cattrs_cannot_build() -> None:
-    class Opaque:
-        def __init__(self, x: int) -> None:
-            self.x = x
-
-    with pytest.raises(TypeError, match="Opaque"):
-        result_of({"x": 1}).result_as(Opaque)
-
-
-# --- random sequences against a reference model -------------------------------
-
-ALIASES = st.sampled_from(["ocr", "mailer", "gate", "Ω", None])
-NODE_TYPES = st.sampled_from(["service", "logic", "or", "reference"])
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
-    max_leaves=5,
-)
-OPTIONAL_TEXT = st.none() | st.text(max_size=8)
-
-
-@st.composite
-def events(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    event_type = draw(st.sampled_from(UPDATE_TYPES))
-    data: dict[str, Any] = {"taskId": TASK, "timestamp": STAMP}
-    if event_type in (NODE_START, NODE_UPDATE, NODE_ERROR, NODE_DEFER, NODE_END):
-        alias = draw(ALIASES)
-        data["node"] = {"id": f"id-{alias}", "type": draw(NODE_TYPES), "alias": alias}
-    if event_type == TASK_START:
-        data["input"] = draw(JSON)
-    elif event_type == NODE_UPDATE:
-        data["data"] = draw(JSON)
-        data["output"] = draw(OPTIONAL_TEXT)
-    elif event_type == NODE_ERROR:
-        data["error"] = draw(st.text(max_size=8))
-    elif event_type == NODE_DEFER:
-        data["reason"] = draw(OPTIONAL_TEXT)
-    elif event_type == TASK_END:
-        data["result"] = draw(JSON)
-        data["exit"] = draw(OPTIONAL_TEXT)
-    if event_type in TERMINAL_UPDATE_TYPES:
-        data["requireAck"] = draw(st.booleans())
-        if event_type != TASK_END:
-            data["reason"] = draw(OPTIONAL_TEXT)
-    if draw(st.booleans()):
-        data["updateId"] = draw(st.text(max_size=4))
-    return event_type, data
-
-
-def reference_fold(model: dict[str, Any], event_type: str, data: dict[str, Any]) -> None:
-    """docs/protocol.md's folding table, as plainly as it can be written."""
-    alias = data.get("node", {}).get("alias")
-    if event_type == TASK_START:
-        model["input"] = data["input"]
-    elif event_type == NODE_UPDATE and alias is not None:
-        model["node_data"][alias] = data["data"]
-    elif event_type == NODE_ERROR and alias is not None:
-        model["node_errors"][alias] = data["error"]
-    elif event_type == TASK_END:
-        model["result"] = data["result"]
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(events(), max_size=30))
-def test_folding_random_sequences_matches_the_reference(
-    sequence: list[tuple[str, dict[str, Any]]],
-) -> None:
-    folder = ContextFolder()
-    model: dict[str, Any] = {"input": None, "result": None, "node_data": {}, "node_errors": {}}
-    history: list[tuple[TaskContext, dict[str, Any]]] = []
-    for position, (event_type, data) in enumerate(sequence):
-        update = folder.fold(event_type, data, position)
-        assert type(update) is not UnknownUpdate
-        assert update.type == event_type
-        reference_fold(model, event_type, data)
-        context = update.context
-        expected = {
-            "input": model["input"],
-            "result": model["result"],
-            "node_data": dict(model["node_data"]),
-            "node_errors": dict(model["node_errors"]),
-        }
-        assert context.input == expected["input"]
-        assert context.result == expected["result"]
-        assert list(context.node_data.items()) == list(expected["node_data"].items())
-        assert list(context.node_errors.items()) == list(expected["node_errors"].items())
-        history.append((context, expected))
-    for context, expected in history:
-        assert list(context.node_data.items()) == list(expected["node_data"].items())
-        assert list(context.node_errors.items()) == list(expected["node_errors"].items())

@@ -24,48 +24,47 @@ from requence_task import (
 from requence_task._token import encode_access_token
 from requence_task.local import LocalRequence
 
-from ..client.conftest import make_client, wait_until
 from ..faults.proxy import FaultProxy
-from .conftest import open_gate
+from .conftest import make_client, open_gate, wait_until
 
 
 @pytest.fixture()
-def proxy(nb_server: LocalRequence) -> Iterator[FaultProxy]:
-    with FaultProxy(nb_server.base_url) as p:
+def proxy(busy_server: LocalRequence) -> Iterator[FaultProxy]:
+    with FaultProxy(busy_server.base_url) as p:
         yield p
 
 
-def proxied_client(nb_server: LocalRequence, proxy: FaultProxy, **kwargs: object) -> Client:
-    token = encode_access_token(nb_server.bearer_for("default"), proxy.base_url)
+def proxied_client(busy_server: LocalRequence, proxy: FaultProxy, **kwargs: object) -> Client:
+    token = encode_access_token(busy_server.bearer_for("default"), proxy.base_url)
     return make_client(token, **kwargs)  # type: ignore[arg-type]
 
 
 # --- Task.map ------------------------------------------------------------------------
 
 
-def test_map_starts_one_task_per_input_in_order(nb_client: Client) -> None:
+def test_map_starts_one_task_per_input_in_order(busy_client: Client) -> None:
     inputs = [{"n": i} for i in range(12)]
-    tasks = Task.map("echo", inputs, name="fan", priority=7, client=nb_client)
+    tasks = Task.map("echo", inputs, name="fan", priority=7, client=busy_client)
     assert [t.template for t in tasks] == ["echo"] * 12
     assert {(t.name, t.priority) for t in tasks} == {("fan", 7)}
     results = [t.result(timeout=30).result for t in tasks]
     assert results == [{"input": item} for item in inputs]
 
 
-def test_map_takes_any_iterable(nb_client: Client) -> None:
-    tasks = Task.map("echo", (i * i for i in range(3)), client=nb_client)
+def test_map_takes_any_iterable(busy_client: Client) -> None:
+    tasks = Task.map("echo", (i * i for i in range(3)), client=busy_client)
     assert [t.result(timeout=30).result for t in tasks] == [
         {"input": 0},
         {"input": 1},
         {"input": 4},
     ]
-    assert Task.map("echo", [], client=nb_client) == []
+    assert Task.map("echo", [], client=busy_client) == []
 
 
 def test_map_checks_every_input_before_any_request(
-    nb_server: LocalRequence, proxy: FaultProxy
+    busy_server: LocalRequence, proxy: FaultProxy
 ) -> None:
-    with proxied_client(nb_server, proxy) as client:
+    with proxied_client(busy_server, proxy) as client:
         with pytest.raises(ConfigurationError, match=r"inputs\[2\] is not JSON-serialisable"):
             Task.map("echo", [{"ok": 1}, [2], {"bad": object()}, 4], client=client)
         with pytest.raises(ConfigurationError, match=r"inputs\[1\]"):
@@ -86,9 +85,9 @@ def test_map_checks_every_input_before_any_request(
 
 
 def test_map_creates_at_most_max_workers_tasks_at_once(
-    nb_server: LocalRequence, proxy: FaultProxy
+    busy_server: LocalRequence, proxy: FaultProxy
 ) -> None:
-    with proxied_client(nb_server, proxy, max_workers=3) as client:
+    with proxied_client(busy_server, proxy, max_workers=3) as client:
         proxy.stall(None, path="/task/prepare")  # hold every prepare until released
         tasks = Task.map("echo", list(range(12)), client=client)
         wait_until(lambda: len(proxy.live) == 3, timeout=10, what="three prepares in flight")
@@ -105,10 +104,10 @@ def test_map_creates_at_most_max_workers_tasks_at_once(
 
 
 def test_as_completed_yields_in_the_order_tasks_end(
-    nb_client: Client, gates: Callable[[], str]
+    busy_client: Client, gates: Callable[[], str]
 ) -> None:
     keys = [gates() for _ in range(4)]
-    tasks = Task.map("gated", [{"gate": k} for k in keys], client=nb_client)
+    tasks = Task.map("gated", [{"gate": k} for k in keys], client=busy_client)
     for task in tasks:
         task.finalized(timeout=30)
     ended = as_completed(tasks, timeout=60)
@@ -119,17 +118,17 @@ def test_as_completed_yields_in_the_order_tasks_end(
         next(ended)
 
 
-def test_as_completed_follows_durations(nb_client: Client) -> None:
+def test_as_completed_follows_durations(busy_client: Client) -> None:
     seconds = [2.0, 0.0, 1.0]
-    tasks = Task.map("nb-sleep", [{"seconds": s} for s in seconds], client=nb_client)
+    tasks = Task.map("sleep", [{"seconds": s} for s in seconds], client=busy_client)
     order = [tasks.index(t) for t in as_completed(tasks, timeout=60)]
     assert order == [1, 2, 0]
 
 
-def test_as_completed_yields_failures_too(nb_client: Client) -> None:
-    ok = Task("echo", input=1, client=nb_client)
-    failed = Task("nb-fail", client=nb_client)
-    rejected = Task("greet", input={}, client=nb_client)  # "name" is required
+def test_as_completed_yields_failures_too(busy_client: Client) -> None:
+    ok = Task("echo", input=1, client=busy_client)
+    failed = Task("late-fail", client=busy_client)
+    rejected = Task("greet", input={}, client=busy_client)  # "name" is required
     seen = list(as_completed([ok, failed, rejected], timeout=60))
     assert sorted(map(id, seen)) == sorted(map(id, [ok, failed, rejected]))
     assert ok.result(timeout=0).result == {"input": 1}
@@ -141,11 +140,11 @@ def test_as_completed_yields_failures_too(nb_client: Client) -> None:
 
 
 def test_as_completed_times_out_and_the_rest_go_on(
-    nb_client: Client, gates: Callable[[], str]
+    busy_client: Client, gates: Callable[[], str]
 ) -> None:
     key = gates()
-    quick = Task("echo", input=1, client=nb_client)
-    slow = Task("gated", input={"gate": key}, client=nb_client)
+    quick = Task("echo", input=1, client=busy_client)
+    slow = Task("gated", input={"gate": key}, client=busy_client)
     yielded = []
     started = time.monotonic()
     with pytest.raises(TaskTimeoutError) as caught:
@@ -161,14 +160,14 @@ def test_as_completed_times_out_and_the_rest_go_on(
     assert list(as_completed([slow], timeout=30)) == [slow]
 
 
-def test_as_completed_yields_each_task_once(nb_client: Client) -> None:
-    task = Task("echo", input=1, client=nb_client)
+def test_as_completed_yields_each_task_once(busy_client: Client) -> None:
+    task = Task("echo", input=1, client=busy_client)
     assert list(as_completed([task, task, task], timeout=30)) == [task]
     assert list(as_completed([], timeout=0)) == []
 
 
-def test_as_completed_checks_its_arguments_when_called(nb_client: Client) -> None:
-    task = Task("echo", input=1, client=nb_client)
+def test_as_completed_checks_its_arguments_when_called(busy_client: Client) -> None:
+    task = Task("echo", input=1, client=busy_client)
     with pytest.raises(ConfigurationError, match=r"tasks\[1\] is a str"):
         as_completed([task, "abc"])  # type: ignore[list-item]
     with pytest.raises(ConfigurationError, match="timeout"):
@@ -183,16 +182,16 @@ def test_as_completed_checks_its_arguments_when_called(nb_client: Client) -> Non
 # --- wait ------------------------------------------------------------------------------
 
 
-def test_wait_all_completed(nb_client: Client) -> None:
-    tasks = Task.map("echo", [1, 2, 3], client=nb_client)
+def test_wait_all_completed(busy_client: Client) -> None:
+    tasks = Task.map("echo", [1, 2, 3], client=busy_client)
     done, not_done = wait(tasks, timeout=30, return_when=ALL_COMPLETED)
     assert done == set(tasks) and not_done == set()
     assert wait([]) == (set(), set())
 
 
-def test_wait_first_completed(nb_client: Client, gates: Callable[[], str]) -> None:
+def test_wait_first_completed(busy_client: Client, gates: Callable[[], str]) -> None:
     keys = [gates() for _ in range(3)]
-    tasks = Task.map("gated", [{"gate": k} for k in keys], client=nb_client)
+    tasks = Task.map("gated", [{"gate": k} for k in keys], client=busy_client)
     for task in tasks:
         task.finalized(timeout=30)
     open_gate(keys[1])
@@ -200,11 +199,11 @@ def test_wait_first_completed(nb_client: Client, gates: Callable[[], str]) -> No
     assert done == {tasks[1]} and not_done == {tasks[0], tasks[2]}
 
 
-def test_wait_first_exception(nb_client: Client, gates: Callable[[], str]) -> None:
-    ok = Task("echo", input=1, client=nb_client)
+def test_wait_first_exception(busy_client: Client, gates: Callable[[], str]) -> None:
+    ok = Task("echo", input=1, client=busy_client)
     ok.result(timeout=30)
-    gated = Task("gated", input={"gate": gates()}, client=nb_client)
-    failing = Task("nb-fail", client=nb_client)
+    gated = Task("gated", input={"gate": gates()}, client=busy_client)
+    failing = Task("late-fail", client=busy_client)
     done, not_done = wait([ok, gated, failing], timeout=30, return_when=FIRST_EXCEPTION)
     assert failing in done and ok in done
     assert not_done == {gated}
@@ -214,10 +213,10 @@ def test_wait_first_exception(nb_client: Client, gates: Callable[[], str]) -> No
 
 
 def test_wait_returns_at_the_time_out_without_raising(
-    nb_client: Client, gates: Callable[[], str]
+    busy_client: Client, gates: Callable[[], str]
 ) -> None:
-    quick = Task("echo", input=1, client=nb_client)
-    slow = Task("gated", input={"gate": gates()}, client=nb_client)
+    quick = Task("echo", input=1, client=busy_client)
+    slow = Task("gated", input={"gate": gates()}, client=busy_client)
     quick.result(timeout=30)
     started = time.monotonic()
     done, not_done = wait([quick, slow], timeout=0.5)
@@ -225,8 +224,8 @@ def test_wait_returns_at_the_time_out_without_raising(
     assert done == {quick} and not_done == {slow}
 
 
-def test_wait_checks_its_arguments(nb_client: Client) -> None:
-    task = Task("echo", input=1, client=nb_client)
+def test_wait_checks_its_arguments(busy_client: Client) -> None:
+    task = Task("echo", input=1, client=busy_client)
     with pytest.raises(ConfigurationError, match="return_when"):
         wait([task], return_when="SOMETIME")
     with pytest.raises(ConfigurationError, match="progress"):
@@ -237,10 +236,10 @@ def test_wait_checks_its_arguments(nb_client: Client) -> None:
 
 
 def test_waiting_on_many_tasks_holds_no_thread_per_task(
-    nb_client: Client, gates: Callable[[], str]
+    busy_client: Client, gates: Callable[[], str]
 ) -> None:
     keys = [gates() for _ in range(30)]
-    tasks = Task.map("gated", [{"gate": k} for k in keys], client=nb_client)
+    tasks = Task.map("gated", [{"gate": k} for k in keys], client=busy_client)
     for task in tasks:
         task.finalized(timeout=30)
         task.future  # noqa: B018  (start following each)

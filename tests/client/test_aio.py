@@ -31,8 +31,7 @@ from requence_task import (
 )
 from requence_task.local import LocalRequence
 
-from ..client.conftest import make_client, wait_until
-from .conftest import open_gate, wait_for_update
+from .conftest import make_client, open_gate, wait_for_update, wait_until
 
 
 def run(coroutine: Any, timeout: float = 60) -> Any:
@@ -40,9 +39,9 @@ def run(coroutine: Any, timeout: float = 60) -> Any:
     return asyncio.run(asyncio.wait_for(coroutine, timeout))
 
 
-def test_await_a_task_gives_its_result(nb_client: Client) -> None:
+def test_await_a_task_gives_its_result(busy_client: Client) -> None:
     async def main() -> list[TaskResult]:
-        tasks = Task.map("echo", [1, 2, 3], client=nb_client)
+        tasks = Task.map("echo", [1, 2, 3], client=busy_client)
         single = await tasks[0]
         assert single.result == {"input": 1}
         return list(await asyncio.gather(*tasks))
@@ -51,20 +50,22 @@ def test_await_a_task_gives_its_result(nb_client: Client) -> None:
     assert [r.result for r in results] == [{"input": 1}, {"input": 2}, {"input": 3}]
 
 
-def test_await_raises_the_tasks_error(nb_client: Client) -> None:
+def test_await_raises_the_tasks_error(busy_client: Client) -> None:
     async def main() -> None:
         with pytest.raises(TaskFailedError):
-            await Task("nb-fail", client=nb_client)
+            await Task("late-fail", client=busy_client)
         with pytest.raises(TaskError) as caught:
-            await Task("greet", input={}, client=nb_client)
+            await Task("greet", input={}, client=busy_client)
         assert caught.value.status == 422
 
     run(main())
 
 
-def test_aresult_times_out_and_can_wait_again(nb_client: Client, gates: Callable[[], str]) -> None:
+def test_aresult_times_out_and_can_wait_again(
+    busy_client: Client, gates: Callable[[], str]
+) -> None:
     key = gates()
-    task = Task("gated", input={"gate": key}, client=nb_client)
+    task = Task("gated", input={"gate": key}, client=busy_client)
 
     async def main() -> TaskResult:
         with pytest.raises(TaskTimeoutError) as caught:
@@ -81,10 +82,10 @@ def test_aresult_times_out_and_can_wait_again(nb_client: Client, gates: Callable
 
 
 def test_cancelling_an_await_leaves_the_task_and_other_waiters_alone(
-    nb_client: Client, gates: Callable[[], str]
+    busy_client: Client, gates: Callable[[], str]
 ) -> None:
     key = gates()
-    task = Task("gated", input={"gate": key}, client=nb_client)
+    task = Task("gated", input={"gate": key}, client=busy_client)
 
     async def main() -> TaskResult:
         first = asyncio.ensure_future(task.aresult())
@@ -118,10 +119,10 @@ WAITS: dict[str, Callable[[Task], Awaitable[Any]]] = {
 
 @pytest.mark.parametrize("kind", list(WAITS))
 def test_a_cancelled_wait_ends_at_once_and_the_others_go_on(
-    nb_client: Client, gates: Callable[[], str], kind: str
+    busy_client: Client, gates: Callable[[], str], kind: str
 ) -> None:
     key = gates()
-    task = Task("gated", input={"gate": key}, client=nb_client)
+    task = Task("gated", input={"gate": key}, client=busy_client)
     wait = WAITS[kind]
 
     async def main() -> tuple[float, Any]:
@@ -149,10 +150,10 @@ def test_a_cancelled_wait_ends_at_once_and_the_others_go_on(
 
 
 def test_a_cancelled_afinalized_leaves_the_start_and_other_waiters_alone(
-    nb_server: LocalRequence, nb_client: Client
+    busy_server: LocalRequence, busy_client: Client
 ) -> None:
-    nb_server.faults.latency = 0.5  # each of the two requests that start the task
-    task = Task("echo", input=1, client=nb_client)
+    busy_server.faults.latency = 0.5  # each of the two requests that start the task
+    task = Task("echo", input=1, client=busy_client)
 
     async def main() -> tuple[float, str]:
         cancelled = asyncio.ensure_future(task.afinalized(timeout=30))
@@ -173,11 +174,11 @@ def test_a_cancelled_afinalized_leaves_the_start_and_other_waiters_alone(
 
 @pytest.mark.parametrize("kind", ["aresult", "await"])
 def test_a_cancel_that_comes_with_the_result_is_not_lost(
-    nb_client: Client, gates: Callable[[], str], kind: str
+    busy_client: Client, gates: Callable[[], str], kind: str
 ) -> None:
     """On 3.10 and 3.11 ``asyncio.wait_for`` returned the result in this case."""
     key = gates()
-    task = Task("gated", input={"gate": key}, client=nb_client)
+    task = Task("gated", input={"gate": key}, client=busy_client)
 
     async def main() -> None:
         waiting = asyncio.ensure_future(WAITS[kind](task))
@@ -197,10 +198,10 @@ def test_a_cancel_that_comes_with_the_result_is_not_lost(
 
 
 def test_a_cancel_that_comes_with_an_update_is_not_lost(
-    nb_client: Client, gates: Callable[[], str]
+    busy_client: Client, gates: Callable[[], str]
 ) -> None:
     key = gates()
-    task = Task("gated", input={"gate": key}, client=nb_client)
+    task = Task("gated", input={"gate": key}, client=busy_client)
     wait_for_update(task, lambda update: update.type == "nodeStart")
     heard = threading.Event()
     listen = task._listen
@@ -239,12 +240,12 @@ def test_a_cancel_that_comes_with_an_update_is_not_lost(
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
 @pytest.mark.parametrize("kind", list(WAITS))
 def test_a_signal_handler_that_does_not_wake_the_loop_still_cancels(
-    nb_client: Client, gates: Callable[[], str], kind: str
+    busy_client: Client, gates: Callable[[], str], kind: str
 ) -> None:
     """As ipykernel cancels an async cell on SIGINT: a plain ``call_soon`` from the
     handler, which does not wake a loop asleep in ``select``."""
     key = gates()
-    task = Task("gated", input={"gate": key}, client=nb_client)
+    task = Task("gated", input={"gate": key}, client=busy_client)
     wait_for_update(task, lambda update: update.type == "nodeStart")
 
     async def main() -> None:
@@ -278,12 +279,12 @@ def test_a_signal_handler_that_does_not_wake_the_loop_still_cancels(
     assert task.result(timeout=30).result == {"opened": key}
 
 
-def test_afinalized_gives_the_id_once_started(nb_client: Client) -> None:
+def test_afinalized_gives_the_id_once_started(busy_client: Client) -> None:
     async def main() -> None:
-        task = Task("echo", input=1, client=nb_client)
+        task = Task("echo", input=1, client=busy_client)
         assert await task.afinalized(timeout=30) == task.task_id(0)
         with pytest.raises(TaskError) as caught:
-            await Task("greet", input={}, client=nb_client).afinalized(timeout=30)
+            await Task("greet", input={}, client=busy_client).afinalized(timeout=30)
         assert caught.value.status == 422
         with pytest.raises(ConfigurationError):
             await task.afinalized(timeout=-1)
@@ -291,8 +292,8 @@ def test_afinalized_gives_the_id_once_started(nb_client: Client) -> None:
     run(main())
 
 
-def test_aiter_gives_every_update_like_the_sync_iterator(nb_client: Client) -> None:
-    task = Task("nb-steps", client=nb_client)
+def test_aiter_gives_every_update_like_the_sync_iterator(busy_client: Client) -> None:
+    task = Task("steps", client=busy_client)
 
     async def main() -> list[Update]:
         return [update async for update in task.aiter(timeout=30)]
@@ -309,7 +310,7 @@ def test_aiter_gives_every_update_like_the_sync_iterator(nb_client: Client) -> N
     # Two iterators at once each see everything.
 
     async def twice() -> tuple[list[Update], list[Update]]:
-        again = Task("nb-steps", client=nb_client)
+        again = Task("steps", client=busy_client)
 
         async def collect() -> list[Update]:
             return [u async for u in again.aiter()]
@@ -321,9 +322,11 @@ def test_aiter_gives_every_update_like_the_sync_iterator(nb_client: Client) -> N
     assert first == second and len(first) == len(seen)
 
 
-def test_aiter_times_out_when_no_update_comes(nb_client: Client, gates: Callable[[], str]) -> None:
+def test_aiter_times_out_when_no_update_comes(
+    busy_client: Client, gates: Callable[[], str]
+) -> None:
     key = gates()
-    task = Task("gated", input={"gate": key}, client=nb_client)
+    task = Task("gated", input={"gate": key}, client=busy_client)
 
     async def main() -> list[str]:
         types = []
@@ -355,8 +358,8 @@ def test_aiter_raises_the_monitoring_error(dead_token: str) -> None:
         run(main())
 
 
-def test_aiter_checks_its_timeout(nb_client: Client) -> None:
-    task = Task("echo", input=1, client=nb_client)
+def test_aiter_checks_its_timeout(busy_client: Client) -> None:
+    task = Task("echo", input=1, client=busy_client)
     with pytest.raises(ConfigurationError, match="timeout"):
         task.aiter(timeout=float("nan"))
     task.result(timeout=30)
@@ -382,10 +385,10 @@ def recording_listen(task: Task) -> list[str]:
 
 
 def test_aiter_stops_listening_on_aclose_and_when_collected(
-    nb_client: Client, gates: Callable[[], str]
+    busy_client: Client, gates: Callable[[], str]
 ) -> None:
     key = gates()
-    task = Task("gated", input={"gate": key}, client=nb_client)
+    task = Task("gated", input={"gate": key}, client=busy_client)
     events = recording_listen(task)
 
     async def main() -> None:
@@ -413,10 +416,10 @@ def test_aiter_stops_listening_on_aclose_and_when_collected(
 
 
 def test_an_iterator_whose_loop_closed_is_harmless(
-    nb_client: Client, gates: Callable[[], str], caplog: pytest.LogCaptureFixture
+    busy_client: Client, gates: Callable[[], str], caplog: pytest.LogCaptureFixture
 ) -> None:
     key = gates()
-    task = Task("gated", input={"gate": key}, client=nb_client)
+    task = Task("gated", input={"gate": key}, client=busy_client)
     kept: list[Any] = []
 
     async def main() -> None:
@@ -439,10 +442,10 @@ def test_an_iterator_whose_loop_closed_is_harmless(
 
 
 def test_fifty_awaited_tasks_hold_no_extra_thread(
-    nb_client: Client, gates: Callable[[], str]
+    busy_client: Client, gates: Callable[[], str]
 ) -> None:
     keys = [gates() for _ in range(50)]
-    tasks = Task.map("gated", [{"gate": k} for k in keys], client=nb_client)
+    tasks = Task.map("gated", [{"gate": k} for k in keys], client=busy_client)
 
     async def main() -> tuple[int, int, list[TaskResult], list[int]]:
         await asyncio.gather(*(t.afinalized(timeout=30) for t in tasks))
