@@ -23,6 +23,8 @@ client of the API commands), and one module per command group: ``_run``,
 
 from __future__ import annotations
 
+# The one template loader (tests/examples import it from here).
+from ..testing import load_templates
 from ._connect import RETRY_BUDGET_ENV
 from ._exit import (
     EXIT_AUTHENTICATION,
@@ -33,7 +35,6 @@ from ._exit import (
     EXIT_USAGE,
     exit_code,
 )
-from ._local import load_templates
 from ._main import console_main, main
 from ._other import other_command
 from ._output import describe

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import runpy
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -75,43 +75,15 @@ def demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def load_templates(path: str) -> list[Any]:
-    """The templates a Python file defines: its ``templates`` list, else every
-    ``Template`` among its module-level names."""
-    from ..local import Template
-
-    try:
-        namespace = runpy.run_path(path, run_name="__requence_templates__")
-    except FileNotFoundError:
-        raise UsageError(f"no such file: {path}") from None
-    except SyntaxError as err:
-        raise UsageError(f"{path} has a syntax error at line {err.lineno}: {err.msg}") from None
-    found = namespace.get("templates")
-    if found is None:
-        found = [value for value in namespace.values() if isinstance(value, Template)]
-    try:
-        templates = list(found)
-    except TypeError:
-        raise UsageError(f"{path}: 'templates' must be a list of Template objects") from None
-    wrong = [t for t in templates if not isinstance(t, Template)]
-    if wrong:
-        raise UsageError(
-            f"{path}: 'templates' holds a {type(wrong[0]).__name__}, not a Template; "
-            "make each with requence_task.local.Template(...)"
-        )
-    if not templates:
-        raise UsageError(
-            f"{path} defines no templates: define a list named 'templates' of "
-            "requence_task.local.Template objects"
-        )
-    return templates
-
-
 def serve(args: argparse.Namespace) -> int:
     """``local serve``: serve FILE.py's templates until Ctrl-C or SIGTERM."""
     from ..local import LocalRequence
+    from ..testing import TemplateLoadError, load_templates
 
-    templates = load_templates(args.file)
+    try:
+        templates = load_templates(Path(args.file))
+    except TemplateLoadError as err:
+        raise UsageError(str(err)) from None
     try:
         rq = LocalRequence(
             templates,
