@@ -25,30 +25,36 @@ to, so that a web page cannot read them through DNS rebinding.
 
 from __future__ import annotations
 
+import functools
 import html
 import ipaddress
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from importlib import resources
+from typing import Any
 from urllib.parse import quote
 
 import attrs
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from .._protocol import (
+    ASSET_ROUTE,
     AWAITING_DELIVERY,
     FAILED,
     IDLE,
+    INDEX_PATH,
     NODE_DEFER,
     NODE_END,
     NODE_ERROR,
     NODE_START,
     NODE_UPDATE,
+    PAGE_ABORT_ROUTE,
+    PAGE_EVENTS_ROUTE,
     PENDING,
     RUNNING,
+    SHOW_ROUTE,
     STOPPED,
     SUCCESSFUL,
     TASK_ABORTED,
@@ -56,15 +62,16 @@ from .._protocol import (
     TASK_ERROR,
     TASK_START,
     TERMINAL_UPDATE_TYPES,
+    asset_path,
+    page_abort_path,
+    page_events_path,
     show_path,
 )
+from ._context import Context
+from ._endpoint import Handler, route
 from ._engine import ApiError
+from ._feed import feed
 from ._store import ENDED_STATUSES, Event, Store, TaskRow
-
-if TYPE_CHECKING:
-    from ._server import LocalRequence
-
-Handler = Callable[[Request, str], Awaitable[Response]]
 
 RECENT_LIMIT = 100
 """How many tasks the list page shows, newest first."""
@@ -73,6 +80,12 @@ LOG_LIMIT = 200
 ABORT_HEADER = "X-Requence-Abort"
 """The header the page's script sends with an abort; a plain HTML form cannot."""
 ABORT_REASON = "aborted from the task page"
+STYLESHEET = "pages.css"
+"""The pages' stylesheet, in the package's ``_assets`` directory."""
+SCRIPT = "task-page.js"
+"""The task page's script, in the package's ``_assets`` directory."""
+ASSETS = {STYLESHEET: "text/css", SCRIPT: "text/javascript"}
+"""The files served at :func:`~requence_task._protocol.asset_path`, and their types."""
 
 _ALL_STATUSES = (IDLE, PENDING, RUNNING, SUCCESSFUL, FAILED, STOPPED, AWAITING_DELIVERY)
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
@@ -92,37 +105,18 @@ _SECURITY_HEADERS = {
 }
 
 
-class StreamFactory(Protocol):
-    """The app's SSE frame generator (``_stream`` in ``_app.build_app``)."""
+def page_routes(context: Context) -> list[Route]:
+    """The routes of the pages, made by :func:`._endpoint.route` like the API's."""
 
-    def __call__(
-        self,
-        *,
-        task_id: str | None,
-        project: str | None,
-        after: int | None,
-        since: float | None,
-        types: frozenset[str] | None,
-    ) -> AsyncIterator[bytes]: ...
+    def page(pattern: str, name: str, handler: Handler, method: str = "GET") -> Route:
+        return route(context, pattern, name, handler, method, auth=False)
 
-
-class RouteFactory(Protocol):
-    """The app's route maker (``route`` in ``_app.build_app``): logging and errors."""
-
-    def __call__(
-        self, path: str, name: str, handler: Handler, method: str, auth: bool = ...
-    ) -> Route: ...
-
-
-def page_routes(rq: LocalRequence, *, route: RouteFactory, stream: StreamFactory) -> list[Route]:
-    """The routes of the pages, made by the app's ``route`` so they are logged alike."""
-    pages = _Pages(rq, stream)
     return [
-        route("/", "index", pages.index, "GET", auth=False),
-        route("/assets/{name}", "page-asset", pages.asset, "GET", auth=False),
-        route("/tasks/{task_id}", "page", pages.task, "GET", auth=False),
-        route("/tasks/{task_id}/events", "page-events", pages.events, "GET", auth=False),
-        route("/tasks/{task_id}/abort", "page-abort", pages.abort, "POST", auth=False),
+        page(INDEX_PATH, "index", index),
+        page(ASSET_ROUTE, "page-asset", asset),
+        page(SHOW_ROUTE, "page", task_page),
+        page(PAGE_EVENTS_ROUTE, "page-events", events),
+        page(PAGE_ABORT_ROUTE, "page-abort", abort, "POST"),
     ]
 
 
@@ -294,70 +288,70 @@ def cross_site_refusal(request: Request) -> str | None:
 # --- handlers ------------------------------------------------------------------------
 
 
-class _Pages:
-    def __init__(self, rq: LocalRequence, stream: StreamFactory) -> None:
-        self.rq = rq
-        self.stream = stream
-
-    def _check_host(self, request: Request) -> None:
-        host = request.headers.get("host")
-        if not allowed_host(host, self.rq.host):
-            raise ApiError(
-                403,
-                "The task pages answer only to an IP address, localhost, or the host name "
-                "the server was bound to; open this page by one of those (this guards "
-                "against DNS rebinding).",
-            )
-
-    async def index(self, request: Request, project: str) -> Response:
-        self._check_host(request)
-        tasks, total = recent_tasks(self.rq.engine.store)
-        return _html(render_index(tasks, total, sorted(self.rq.engine.templates)))
-
-    async def task(self, request: Request, project: str) -> Response:
-        self._check_host(request)
-        view = task_view(self.rq.engine.store, request.path_params["task_id"])
-        if view is None:
-            return _html(render_not_found(), 404)
-        return _html(render_task(view))
-
-    async def events(self, request: Request, project: str) -> Response:
-        self._check_host(request)
-        task_id = request.path_params["task_id"]
-        if self.rq.engine.store.task(task_id) is None:
-            raise ApiError(404, f"No task with id {task_id[:100]!r} exists on this server.")
-        after = _position(request.headers.get("last-event-id"), "Last-Event-ID")
-        if after is None:
-            after = _position(request.query_params.get("after"), "after")
-        frames = self.stream(task_id=task_id, project=None, after=after, since=None, types=None)
-        return StreamingResponse(
-            frames,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+def _check_host(context: Context, request: Request) -> None:
+    if not allowed_host(request.headers.get("host"), context.config.host):
+        raise ApiError(
+            403,
+            "The task pages answer only to an IP address, localhost, or the host name "
+            "the server was bound to; open this page by one of those (this guards "
+            "against DNS rebinding).",
         )
 
-    async def abort(self, request: Request, project: str) -> Response:
-        self._check_host(request)
-        refusal = cross_site_refusal(request)
-        if refusal is not None:
-            return PlainTextResponse(refusal, 403)
-        task_id = request.path_params["task_id"]
-        task = self.rq.engine.store.task(task_id)
-        if task is None:
-            raise ApiError(404, f"No task with id {task_id[:100]!r} exists on this server.")
-        self.rq.engine.abort(task_id, task.project, ABORT_REASON)
-        return PlainTextResponse("aborted")
 
-    async def asset(self, request: Request, project: str) -> Response:
-        found = _ASSETS.get(request.path_params["name"])
-        if found is None:
-            return PlainTextResponse("Not Found", 404)
-        media_type, text = found
-        return Response(
-            text,
-            media_type=media_type,
-            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
-        )
+async def index(context: Context, request: Request, project: str) -> Response:
+    _check_host(context, request)
+    tasks, total = recent_tasks(context.store)
+    return _html(render_index(tasks, total, sorted(context.engine.templates)))
+
+
+async def task_page(context: Context, request: Request, project: str) -> Response:
+    _check_host(context, request)
+    view = task_view(context.store, request.path_params["task_id"])
+    if view is None:
+        return _html(render_not_found(), 404)
+    return _html(render_task(view))
+
+
+async def events(context: Context, request: Request, project: str) -> Response:
+    _check_host(context, request)
+    task_id = request.path_params["task_id"]
+    if context.store.task(task_id) is None:
+        raise ApiError(404, f"No task with id {task_id[:100]!r} exists on this server.")
+    after = _position(request.headers.get("last-event-id"), "Last-Event-ID")
+    if after is None:
+        after = _position(request.query_params.get("after"), "after")
+    return feed(context, task_id=task_id, after=after)
+
+
+async def abort(context: Context, request: Request, project: str) -> Response:
+    _check_host(context, request)
+    refusal = cross_site_refusal(request)
+    if refusal is not None:
+        return PlainTextResponse(refusal, 403)
+    task_id = request.path_params["task_id"]
+    task = context.store.task(task_id)
+    if task is None:
+        raise ApiError(404, f"No task with id {task_id[:100]!r} exists on this server.")
+    context.engine.abort(task_id, task.project, ABORT_REASON)
+    return PlainTextResponse("aborted")
+
+
+async def asset(context: Context, request: Request, project: str) -> Response:
+    name = request.path_params["name"]
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        return PlainTextResponse("Not Found", 404)
+    return Response(
+        _asset_text(name),
+        media_type=media_type,
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@functools.cache
+def _asset_text(name: str) -> str:
+    """An asset's text, read once from the package's ``_assets`` directory."""
+    return (resources.files("requence_task.local") / "_assets" / name).read_text(encoding="utf-8")
 
 
 # --- HTML ----------------------------------------------------------------------------
@@ -394,7 +388,7 @@ def render_index(tasks: list[TaskRow], total: int, templates: list[str]) -> str:
         '<main id="index">'
         "<h1>Recent tasks</h1>"
         f'<p class="muted">{shown}, newest first, of every project. '
-        '<a href="/">Refresh</a></p>'
+        f'<a href="{INDEX_PATH}">Refresh</a></p>'
         f"{listing}"
         f'<p class="muted">Templates on this server: {names}</p>'
         "</main>"
@@ -407,7 +401,7 @@ def render_task(view: TaskView) -> str:
     task = view.task
     nodes = "".join(_node_row(node) for node in view.nodes.values())
     log = "".join(_log_entry(event, data) for event, data in view.log)
-    events_url = f"{_task_href(task.id)}/events"
+    events_url = _href(page_events_path(task.id))
     if view.position is not None:
         events_url += f"?after={view.position}"
     connection = "The task has ended." if view.ended else "Connecting…"
@@ -433,7 +427,7 @@ def render_task(view: TaskView) -> str:
     facts_html = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     body = (
         f'<main id="task" data-task-id="{_e(task.id)}" data-events-url="{_e(events_url)}" '
-        f'data-abort-url="{_e(_task_href(task.id))}/abort" '
+        f'data-abort-url="{_e(_href(page_abort_path(task.id)))}" '
         f'data-after="{view.position or 0}" data-ended="{"true" if view.ended else "false"}" '
         f'data-log-limit="{LOG_LIMIT}">'
         f"<h1>Task {_e(task.template)}{title_name}</h1>"
@@ -463,20 +457,21 @@ def render_not_found() -> str:
     body = (
         '<main id="not-found"><h1>No such task</h1>'
         "<p>This server has no task with that id: it may never have existed here, or "
-        'cleanup removed it after its retention. <a href="/">Recent tasks</a></p></main>'
+        "cleanup removed it after its retention. "
+        f'<a href="{INDEX_PATH}">Recent tasks</a></p></main>'
     )
     return _document("No such task · local Requence", body)
 
 
 def _document(title: str, body: str, *, script: bool = False) -> str:
-    scripts = '<script src="/assets/task-page.js" defer></script>' if script else ""
+    scripts = f'<script src="{asset_path(SCRIPT)}" defer></script>' if script else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title>"
-        '<link rel="icon" href="data:,"><link rel="stylesheet" href="/assets/pages.css">'
+        f'<link rel="icon" href="data:,"><link rel="stylesheet" href="{asset_path(STYLESHEET)}">'
         f"{scripts}</head><body>"
-        '<header><a href="/">Local Requence</a></header>'
+        f'<header><a href="{INDEX_PATH}">Local Requence</a></header>'
         f"{body}</body></html>"
     )
 
@@ -569,8 +564,13 @@ def _html(text: str, status: int = 200) -> Response:
     )
 
 
+def _href(path: str) -> str:
+    """A path of ours as a URL in a page (a task id may hold any character)."""
+    return quote(path, safe="/")
+
+
 def _task_href(task_id: str) -> str:
-    return quote(show_path(task_id), safe="/")
+    return _href(show_path(task_id))
 
 
 def _pretty(value: Any) -> str:
@@ -631,287 +631,3 @@ def _task_events(store: Store, task_id: str) -> list[Event]:
         if len(page) < _EVENTS_PAGE:
             return events
         after = page[-1].position
-
-
-# --- the stylesheet and the script ------------------------------------------------------
-
-_CSS = """\
-:root { color-scheme: light dark; --muted: #667; --line: #ccd; --code: #f4f4f8;
-  --ok: #176f2c; --bad: #a3161b; --run: #1f4fb5; --wait: #7a5a00; }
-@media (prefers-color-scheme: dark) {
-  :root { --muted: #99a; --line: #445; --code: #1d1f26;
-    --ok: #5fd27a; --bad: #ff7b7f; --run: #8fb0ff; --wait: #e2c04a; }
-}
-* { box-sizing: border-box; }
-body { font: 15px/1.45 system-ui, sans-serif; margin: 0; }
-header { padding: .5rem 1rem; border-bottom: 1px solid var(--line); }
-header a { font-weight: 600; text-decoration: none; color: inherit; }
-main { padding: 0 1rem 2rem; max-width: 72rem; }
-h1 { font-size: 1.4rem; overflow-wrap: anywhere; }
-h2 { font-size: 1.1rem; margin-top: 1.5rem; }
-.muted { color: var(--muted); }
-code, pre { font: 13px/1.4 ui-monospace, monospace; }
-pre { background: var(--code); padding: .5rem; margin: 0; overflow: auto; max-height: 24rem;
-  white-space: pre-wrap; overflow-wrap: anywhere; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; vertical-align: top; padding: .3rem .5rem;
-  border-bottom: 1px solid var(--line); overflow-wrap: anywhere; }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
-dl.facts dt { color: var(--muted); }
-dl.facts dd { margin: 0; overflow-wrap: anywhere; }
-.status { font-weight: 600; }
-.status-successful { color: var(--ok); }
-.status-failed { color: var(--bad); }
-.status-stopped { color: var(--bad); }
-.status-running, .status-pending { color: var(--run); }
-.status-awaiting_delivery, .status-idle { color: var(--wait); }
-tr[data-state="error"] .node-state { color: var(--bad); font-weight: 600; }
-tr[data-state="ended"] .node-state { color: var(--ok); }
-tr[data-state="deferred"] .node-state { color: var(--wait); }
-.node-error { color: var(--bad); }
-.node-reason { margin: 0 0 .3rem; color: var(--wait); }
-#task-result.pending { color: var(--muted); }
-.controls { display: flex; gap: .8rem; align-items: center; flex-wrap: wrap; }
-button { font: inherit; padding: .3rem 1rem; }
-#log { padding-left: 0; list-style: none; font-size: 13px; }
-#log li { padding: .1rem 0; border-bottom: 1px solid var(--line); overflow-wrap: anywhere; }
-.log-position, .log-time { color: var(--muted); }
-.log-type { font-weight: 600; }
-"""
-
-_JS = """\
-"use strict";
-// Follows one task's update stream and keeps its page current. Task data is
-// user data: it is only ever written with textContent, never as markup.
-(() => {
-  const main = document.getElementById("task");
-  if (main === null) return;
-  const $ = (id) => document.getElementById(id);
-  const statusEl = $("task-status");
-  const reasonEl = $("task-reason");
-  const resultEl = $("task-result");
-  const nodesBody = $("nodes-body");
-  const noNodes = $("no-nodes");
-  const log = $("log");
-  const abortButton = $("abort");
-  const abortMessage = $("abort-message");
-  const connection = $("connection");
-  const logLimit = Number(main.dataset.logLimit) || 200;
-  const types = ["taskStart", "nodeStart", "nodeUpdate", "nodeError", "nodeDefer",
-                 "nodeEnd", "taskEnd", "taskError", "taskAborted"];
-  const terminal = new Set(["taskEnd", "taskError", "taskAborted"]);
-  let ended = main.dataset.ended === "true";
-  let last = Number(main.dataset.after) || 0;
-  const rows = new Map();
-  for (const row of nodesBody.rows) rows.set(row.dataset.alias, row);
-
-  const json = (value) => JSON.stringify(value === undefined ? null : value);
-  const pretty = (value) => JSON.stringify(value === undefined ? null : value, null, 2);
-  const compact = (value) => {
-    const text = json(value);
-    return text.length <= 200 ? text : text.slice(0, 199) + "\\u2026";
-  };
-  const text = (value) => (typeof value === "string" ? value : null);
-
-  function element(tag, className, content) {
-    const el = document.createElement(tag);
-    if (className) el.className = className;
-    if (content !== undefined && content !== null) el.textContent = content;
-    return el;
-  }
-
-  function show(el, content) {
-    el.textContent = content;
-    el.hidden = false;
-  }
-
-  function setStatus(status) {
-    statusEl.textContent = status;
-    statusEl.className = "status status-" + status.toLowerCase().replace(/[^a-z0-9_]/g, "");
-  }
-
-  function nodeRow(alias) {
-    let row = rows.get(alias);
-    if (row !== undefined) return row;
-    row = element("tr", "node");
-    row.dataset.alias = alias;
-    row.append(element("td", "node-alias", alias), element("td", "node-state"),
-               element("td", "node-updates", "0"));
-    const detail = element("td", "node-detail");
-    for (const [tag, className] of [["p", "node-reason"], ["pre", "node-data"],
-                                    ["pre", "node-error"]]) {
-      const part = element(tag, className);
-      part.hidden = true;
-      detail.append(part);
-    }
-    row.append(detail);
-    nodesBody.append(row);
-    rows.set(alias, row);
-    noNodes.hidden = true;
-    return row;
-  }
-
-  function setState(row, state) {
-    row.dataset.state = state;
-    row.querySelector(".node-state").textContent = state;
-  }
-
-  function summary(type, data) {
-    switch (type) {
-      case "taskStart": return "input " + compact(data.input);
-      case "nodeUpdate":
-        return (text(data.output) !== null ? "output " + data.output + ": " : "") +
-               compact(data.data);
-      case "taskEnd": return "result " + compact(data.result);
-      case "nodeError": return text(data.error) || "";
-      case "nodeDefer": case "taskError": case "taskAborted": return text(data.reason) || "";
-      default: return "";
-    }
-  }
-
-  function finish(status, reason, result, hasResult) {
-    ended = true;
-    setStatus(status);
-    reasonEl.textContent = reason || "";
-    resultEl.textContent = result;
-    resultEl.classList.toggle("pending", !hasResult);
-    abortButton.hidden = true;
-  }
-
-  function apply(type, data) {
-    const node = data.node;
-    const alias = node !== null && typeof node === "object" ? text(node.alias) : null;
-    const row = alias !== null ? nodeRow(alias) : null;
-    const status = statusEl.textContent;
-    const settled = data.requireAck === true;
-    switch (type) {
-      case "taskStart":
-        if (status === "IDLE") setStatus("PENDING");
-        break;
-      case "nodeStart":
-        if (status === "IDLE" || status === "PENDING") setStatus("RUNNING");
-        if (row) setState(row, "started");
-        break;
-      case "nodeUpdate":
-        if (!row) break;
-        setState(row, "updated");
-        row.querySelector(".node-updates").textContent =
-          String(Number(row.querySelector(".node-updates").textContent) + 1);
-        show(row.querySelector(".node-data"), pretty(data.data));
-        break;
-      case "nodeDefer":
-        if (!row) break;
-        setState(row, "deferred");
-        show(row.querySelector(".node-reason"),
-             "deferred: " + (text(data.reason) || "no reason given"));
-        break;
-      case "nodeError":
-        if (!row) break;
-        setState(row, "error");
-        show(row.querySelector(".node-error"), text(data.error) || "");
-        break;
-      case "nodeEnd":
-        if (row) setState(row, "ended");
-        break;
-      case "taskEnd":
-        finish(settled ? "AWAITING_DELIVERY" : "SUCCESSFUL", "", pretty(data.result), true);
-        break;
-      case "taskError":
-        finish(settled ? "AWAITING_DELIVERY" : "FAILED", text(data.reason),
-               "No result: the task failed.", false);
-        break;
-      case "taskAborted":
-        finish(settled ? "AWAITING_DELIVERY" : "STOPPED", text(data.reason),
-               "No result: the task was aborted.", false);
-        break;
-    }
-  }
-
-  function addLog(position, type, data) {
-    const item = element("li");
-    const alias = data.node !== null && typeof data.node === "object" ? text(data.node.alias)
-                                                                      : null;
-    const stamp = text(data.timestamp) || "";
-    item.append(element("span", "log-position", "#" + position), " ",
-                element("time", "log-time", stamp.slice(11, 23)), " ",
-                element("span", "log-type", type), " ");
-    if (alias !== null) item.append(element("span", "log-node", alias), " ");
-    const line = summary(type, data);
-    if (line) item.append(element("code", "log-summary", line), " ");
-    log.append(item);
-    while (log.children.length > logLimit) log.firstElementChild.remove();
-  }
-
-  function setConnection(state, message) {
-    connection.dataset.state = state;
-    connection.textContent = message;
-  }
-
-  function follow() {
-    if (ended) {
-      setConnection("ended", "The task has ended.");
-      return;
-    }
-    const source = new EventSource(main.dataset.eventsUrl);
-    const receive = (event) => {
-      const position = Number(event.lastEventId);
-      if (Number.isFinite(position) && position <= last) return;
-      let data;
-      try {
-        data = JSON.parse(event.data);
-      } catch (err) {
-        return;
-      }
-      if (data === null || typeof data !== "object") return;
-      if (Number.isFinite(position)) last = position;
-      apply(event.type, data);
-      addLog(event.lastEventId, event.type, data);
-      if (terminal.has(event.type)) {
-        source.close();
-        setConnection("ended", "The task has ended.");
-      }
-    };
-    for (const type of types) source.addEventListener(type, receive);
-    source.onopen = () => setConnection("live", "Live: updates appear as they happen.");
-    source.onerror = () => {
-      if (ended) return;
-      if (source.readyState === EventSource.CLOSED) {
-        setConnection("closed", "Disconnected from the server; reload the page to retry.");
-      } else {
-        setConnection("retrying", "Connection lost; retrying\\u2026");
-      }
-    };
-  }
-
-  abortButton.addEventListener("click", async () => {
-    if (!window.confirm("Abort this task? An aborted task cannot be resumed.")) return;
-    abortButton.disabled = true;
-    abortMessage.textContent = "Aborting\\u2026";
-    try {
-      const response = await fetch(main.dataset.abortUrl, {
-        method: "POST",
-        headers: {"X-Requence-Abort": "1"},
-        credentials: "same-origin",
-        cache: "no-store",
-      });
-      const body = await response.text();
-      if (response.ok) {
-        abortMessage.textContent = "Abort requested.";
-      } else {
-        abortMessage.textContent = "Abort refused (" + response.status + "): " + body;
-        if (response.status !== 409 && !ended) abortButton.disabled = false;
-      }
-    } catch (err) {
-      abortMessage.textContent = "Abort failed: " + err;
-      if (!ended) abortButton.disabled = false;
-    }
-  });
-
-  follow();
-})();
-"""
-
-_ASSETS: dict[str, tuple[str, str]] = {
-    "pages.css": ("text/css", _CSS),
-    "task-page.js": ("text/javascript", _JS),
-}

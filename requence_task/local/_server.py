@@ -14,6 +14,7 @@ import uvicorn
 
 from .._token import encode_access_token
 from ._app import build_app
+from ._context import Config, Context, Projects
 from ._engine import Engine
 from ._faults import Faults
 from ._hub import Hub
@@ -110,8 +111,7 @@ class LocalRequence:
         self.max_payload_size = max_payload_size
         self.max_file_size = max_file_size
         self.faults = Faults()
-        self._projects: dict[str, str] = {}
-        self._projects_lock = threading.Lock()
+        self._projects: Projects | None = None
         self._thread: threading.Thread | None = None
         self._cleaner: threading.Thread | None = None
         self._stop_cleaning = threading.Event()
@@ -143,15 +143,11 @@ class LocalRequence:
 
     def bearer_for(self, project: str) -> str:
         """The bearer token of ``project`` (made on first use)."""
-        bearer = self.store.project_bearer(project)
-        with self._projects_lock:
-            self._projects[bearer] = project
-        return bearer
+        return self._running_projects().bearer_for(project)
 
     def project_of(self, bearer: str) -> str | None:
         """The project a bearer token belongs to, or ``None``."""
-        with self._projects_lock:
-            return self._projects.get(bearer)
+        return None if self._projects is None else self._projects.project_of(bearer)
 
     @property
     def store(self) -> Store:
@@ -192,13 +188,12 @@ class LocalRequence:
         self._socket = sock
         self.port = sock.getsockname()[1]
         self._store = Store(self.db)
-        with self._projects_lock:
-            self._projects = self._store.projects()
+        self._projects = Projects(self._store)
         self.hub = Hub()
         self._engine = Engine(self._store, self.hub, self.templates, concurrency=self.concurrency)
         self.bearer_for(DEFAULT_PROJECT)
         config = uvicorn.Config(
-            build_app(self),
+            build_app(self._context()),
             log_config=None,
             access_log=False,
             lifespan="on",
@@ -228,6 +223,27 @@ class LocalRequence:
         self._cleaner.start()
         log.info("local Requence serving at %s", self.base_url)
         return self
+
+    def _context(self) -> Context:
+        """What the app's handlers get: built once the port and the store are known."""
+        return Context(
+            engine=self.engine,
+            hub=self.hub,
+            faults=self.faults,
+            projects=self._running_projects(),
+            config=Config(
+                host=self.host,
+                base_url=self.base_url,
+                keepalive_interval=self.keepalive_interval,
+                max_payload_size=self.max_payload_size,
+                max_file_size=self.max_file_size,
+            ),
+        )
+
+    def _running_projects(self) -> Projects:
+        if self._store is None or self._projects is None:
+            raise RuntimeError("the local Requence is not running; call start() first")
+        return self._projects
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving and release every thread, socket and file handle."""

@@ -1,0 +1,229 @@
+"use strict";
+// Follows one task's update stream and keeps its page current. Task data is
+// user data: it is only ever written with textContent, never as markup.
+(() => {
+  const main = document.getElementById("task");
+  if (main === null) return;
+  const $ = (id) => document.getElementById(id);
+  const statusEl = $("task-status");
+  const reasonEl = $("task-reason");
+  const resultEl = $("task-result");
+  const nodesBody = $("nodes-body");
+  const noNodes = $("no-nodes");
+  const log = $("log");
+  const abortButton = $("abort");
+  const abortMessage = $("abort-message");
+  const connection = $("connection");
+  const logLimit = Number(main.dataset.logLimit) || 200;
+  const types = ["taskStart", "nodeStart", "nodeUpdate", "nodeError", "nodeDefer",
+                 "nodeEnd", "taskEnd", "taskError", "taskAborted"];
+  const terminal = new Set(["taskEnd", "taskError", "taskAborted"]);
+  let ended = main.dataset.ended === "true";
+  let last = Number(main.dataset.after) || 0;
+  const rows = new Map();
+  for (const row of nodesBody.rows) rows.set(row.dataset.alias, row);
+
+  const json = (value) => JSON.stringify(value === undefined ? null : value);
+  const pretty = (value) => JSON.stringify(value === undefined ? null : value, null, 2);
+  const compact = (value) => {
+    const text = json(value);
+    return text.length <= 200 ? text : text.slice(0, 199) + "\u2026";
+  };
+  const text = (value) => (typeof value === "string" ? value : null);
+
+  function element(tag, className, content) {
+    const el = document.createElement(tag);
+    if (className) el.className = className;
+    if (content !== undefined && content !== null) el.textContent = content;
+    return el;
+  }
+
+  function show(el, content) {
+    el.textContent = content;
+    el.hidden = false;
+  }
+
+  function setStatus(status) {
+    statusEl.textContent = status;
+    statusEl.className = "status status-" + status.toLowerCase().replace(/[^a-z0-9_]/g, "");
+  }
+
+  function nodeRow(alias) {
+    let row = rows.get(alias);
+    if (row !== undefined) return row;
+    row = element("tr", "node");
+    row.dataset.alias = alias;
+    row.append(element("td", "node-alias", alias), element("td", "node-state"),
+               element("td", "node-updates", "0"));
+    const detail = element("td", "node-detail");
+    for (const [tag, className] of [["p", "node-reason"], ["pre", "node-data"],
+                                    ["pre", "node-error"]]) {
+      const part = element(tag, className);
+      part.hidden = true;
+      detail.append(part);
+    }
+    row.append(detail);
+    nodesBody.append(row);
+    rows.set(alias, row);
+    noNodes.hidden = true;
+    return row;
+  }
+
+  function setState(row, state) {
+    row.dataset.state = state;
+    row.querySelector(".node-state").textContent = state;
+  }
+
+  function summary(type, data) {
+    switch (type) {
+      case "taskStart": return "input " + compact(data.input);
+      case "nodeUpdate":
+        return (text(data.output) !== null ? "output " + data.output + ": " : "") +
+               compact(data.data);
+      case "taskEnd": return "result " + compact(data.result);
+      case "nodeError": return text(data.error) || "";
+      case "nodeDefer": case "taskError": case "taskAborted": return text(data.reason) || "";
+      default: return "";
+    }
+  }
+
+  function finish(status, reason, result, hasResult) {
+    ended = true;
+    setStatus(status);
+    reasonEl.textContent = reason || "";
+    resultEl.textContent = result;
+    resultEl.classList.toggle("pending", !hasResult);
+    abortButton.hidden = true;
+  }
+
+  function apply(type, data) {
+    const node = data.node;
+    const alias = node !== null && typeof node === "object" ? text(node.alias) : null;
+    const row = alias !== null ? nodeRow(alias) : null;
+    const status = statusEl.textContent;
+    const settled = data.requireAck === true;
+    switch (type) {
+      case "taskStart":
+        if (status === "IDLE") setStatus("PENDING");
+        break;
+      case "nodeStart":
+        if (status === "IDLE" || status === "PENDING") setStatus("RUNNING");
+        if (row) setState(row, "started");
+        break;
+      case "nodeUpdate":
+        if (!row) break;
+        setState(row, "updated");
+        row.querySelector(".node-updates").textContent =
+          String(Number(row.querySelector(".node-updates").textContent) + 1);
+        show(row.querySelector(".node-data"), pretty(data.data));
+        break;
+      case "nodeDefer":
+        if (!row) break;
+        setState(row, "deferred");
+        show(row.querySelector(".node-reason"),
+             "deferred: " + (text(data.reason) || "no reason given"));
+        break;
+      case "nodeError":
+        if (!row) break;
+        setState(row, "error");
+        show(row.querySelector(".node-error"), text(data.error) || "");
+        break;
+      case "nodeEnd":
+        if (row) setState(row, "ended");
+        break;
+      case "taskEnd":
+        finish(settled ? "AWAITING_DELIVERY" : "SUCCESSFUL", "", pretty(data.result), true);
+        break;
+      case "taskError":
+        finish(settled ? "AWAITING_DELIVERY" : "FAILED", text(data.reason),
+               "No result: the task failed.", false);
+        break;
+      case "taskAborted":
+        finish(settled ? "AWAITING_DELIVERY" : "STOPPED", text(data.reason),
+               "No result: the task was aborted.", false);
+        break;
+    }
+  }
+
+  function addLog(position, type, data) {
+    const item = element("li");
+    const alias = data.node !== null && typeof data.node === "object" ? text(data.node.alias)
+                                                                      : null;
+    const stamp = text(data.timestamp) || "";
+    item.append(element("span", "log-position", "#" + position), " ",
+                element("time", "log-time", stamp.slice(11, 23)), " ",
+                element("span", "log-type", type), " ");
+    if (alias !== null) item.append(element("span", "log-node", alias), " ");
+    const line = summary(type, data);
+    if (line) item.append(element("code", "log-summary", line), " ");
+    log.append(item);
+    while (log.children.length > logLimit) log.firstElementChild.remove();
+  }
+
+  function setConnection(state, message) {
+    connection.dataset.state = state;
+    connection.textContent = message;
+  }
+
+  function follow() {
+    if (ended) {
+      setConnection("ended", "The task has ended.");
+      return;
+    }
+    const source = new EventSource(main.dataset.eventsUrl);
+    const receive = (event) => {
+      const position = Number(event.lastEventId);
+      if (Number.isFinite(position) && position <= last) return;
+      let data;
+      try {
+        data = JSON.parse(event.data);
+      } catch (err) {
+        return;
+      }
+      if (data === null || typeof data !== "object") return;
+      if (Number.isFinite(position)) last = position;
+      apply(event.type, data);
+      addLog(event.lastEventId, event.type, data);
+      if (terminal.has(event.type)) {
+        source.close();
+        setConnection("ended", "The task has ended.");
+      }
+    };
+    for (const type of types) source.addEventListener(type, receive);
+    source.onopen = () => setConnection("live", "Live: updates appear as they happen.");
+    source.onerror = () => {
+      if (ended) return;
+      if (source.readyState === EventSource.CLOSED) {
+        setConnection("closed", "Disconnected from the server; reload the page to retry.");
+      } else {
+        setConnection("retrying", "Connection lost; retrying\u2026");
+      }
+    };
+  }
+
+  abortButton.addEventListener("click", async () => {
+    if (!window.confirm("Abort this task? An aborted task cannot be resumed.")) return;
+    abortButton.disabled = true;
+    abortMessage.textContent = "Aborting\u2026";
+    try {
+      const response = await fetch(main.dataset.abortUrl, {
+        method: "POST",
+        headers: {"X-Requence-Abort": "1"},
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      const body = await response.text();
+      if (response.ok) {
+        abortMessage.textContent = "Abort requested.";
+      } else {
+        abortMessage.textContent = "Abort refused (" + response.status + "): " + body;
+        if (response.status !== 409 && !ended) abortButton.disabled = false;
+      }
+    } catch (err) {
+      abortMessage.textContent = "Abort failed: " + err;
+      if (!ended) abortButton.disabled = false;
+    }
+  });
+
+  follow();
+})();
