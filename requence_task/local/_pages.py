@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from .._fold import ContextFolder, Node, NodeFold
 from .._protocol import (
     ASSET_ROUTE,
     AWAITING_DELIVERY,
@@ -46,7 +47,6 @@ from .._protocol import (
     IDLE,
     INDEX_PATH,
     NODE_DEFER,
-    NODE_END,
     NODE_ERROR,
     NODE_START,
     NODE_UPDATE,
@@ -67,6 +67,7 @@ from .._protocol import (
     page_events_path,
     show_path,
 )
+from .._states import NODE_FAILED, NODE_RUNNING
 from ._context import Context
 from ._endpoint import Handler, route
 from ._engine import ApiError
@@ -86,6 +87,13 @@ SCRIPT = "task-page.js"
 """The task page's script, in the package's ``_assets`` directory."""
 ASSETS = {STYLESHEET: "text/css", SCRIPT: "text/javascript"}
 """The files served at :func:`~requence_task._protocol.asset_path`, and their types."""
+
+NODE_STARTED = "started"
+"""The page's word for a running node that has sent no data yet."""
+NODE_UPDATED = "updated"
+"""The page's word for a running node that has sent data."""
+_NODE_WORDS = {NODE_FAILED: "error"}
+"""The page's words where they are not the fold's (docs/task-page.md names them)."""
 
 _ALL_STATUSES = (IDLE, PENDING, RUNNING, SUCCESSFUL, FAILED, STOPPED, AWAITING_DELIVERY)
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
@@ -123,12 +131,25 @@ def page_routes(context: Context) -> list[Route]:
 # --- what the pages show -----------------------------------------------------------
 
 
+def node_word(node: Node) -> str:
+    """What the page calls a node's state in the client's fold (:mod:`requence_task._fold`).
+
+    The fold's words (:mod:`requence_task._states`), but the page's own for a
+    node that runs (``started``, or ``updated`` once it sent data) and for one
+    that failed (``error``); the page's script follows the same rules.
+    """
+    if node.state == NODE_RUNNING:
+        return NODE_UPDATED if node.has_data else NODE_STARTED
+    return _NODE_WORDS.get(node.state, node.state)
+
+
 @attrs.define
 class NodeView:
     """One node as its task's updates left it."""
 
     alias: str
-    state: str = "started"
+    state: str = NODE_STARTED
+    """:func:`node_word` of the node's state in the fold."""
     updates: int = 0
     has_data: bool = False
     data: Any = None
@@ -174,6 +195,8 @@ def task_view(store: Store, task_id: str) -> TaskView | None:
     has_result = task.status in ENDED_STATUSES and task.final_status == SUCCESSFUL
     result = task.result
     nodes: dict[str, NodeView] = {}
+    states: dict[str, Node] = {}  # each node's entry in the fold, by alias
+    folder, fold = ContextFolder(task_id), NodeFold(task_id)
     log: list[tuple[Event, dict[str, Any]]] = []
     position: int | None = None
     count = 0
@@ -189,37 +212,37 @@ def task_view(store: Store, task_id: str) -> TaskView | None:
         log.append((event, data))
         if len(log) > 2 * LOG_LIMIT:
             del log[:-LOG_LIMIT]
+        entry = fold.feed(folder.fold(event.type, data, event.position))
         alias = _alias(data)
         node = None
         if alias is not None:
             node = nodes.get(alias)
             if node is None:
                 node = nodes[alias] = NodeView(alias)
+            if entry is not None:
+                states[alias] = entry
         kind = event.type
         if kind == TASK_START and status == IDLE:
             status = PENDING
         elif kind == NODE_START:
             if status in (IDLE, PENDING):
                 status = RUNNING
-            if node is not None:
-                node.state = "started"
         elif node is not None and kind == NODE_UPDATE:
-            node.state = "updated"
             node.updates += 1
             node.has_data, node.data = True, data.get("data")
         elif node is not None and kind == NODE_DEFER:
-            node.state, node.deferred = "deferred", True
-            node.reason = _text(data.get("reason"))
+            node.deferred, node.reason = True, _text(data.get("reason"))
         elif node is not None and kind == NODE_ERROR:
-            node.state, node.error = "error", _text(data.get("error")) or ""
-        elif node is not None and kind == NODE_END:
-            node.state = "ended"
+            node.error = _text(data.get("error")) or ""
         elif kind in TERMINAL_UPDATE_TYPES and task.status not in ENDED_STATUSES:
             # The end arrived between reading the row and reading the updates.
             status = _terminal_status(kind, data)
             outcome = _terminal_status(kind, {})
             reason = None if kind == TASK_END else _text(data.get("reason"))
             has_result, result = kind == TASK_END, data.get("result")
+    for alias, entry in states.items():
+        # Last: a task's end settles the nodes it stopped (see requence_task._fold).
+        nodes[alias].state = node_word(entry)
     return TaskView(
         task=task,
         status=status,

@@ -368,3 +368,54 @@ def test_task_view_takes_an_end_that_the_row_does_not_show_yet() -> None:
         assert task_view(store, "nope") is None
     finally:
         store.close()
+
+
+def test_task_view_takes_node_states_from_the_clients_fold() -> None:
+    # The fold's rules (requence_task._fold), in the page's words: a failure
+    # stays, an ended node changes no more, data does not end a wait, and the
+    # task's end settles the nodes still active.
+    store = Store(":memory:")
+
+    def node(alias: str, **fields: Any) -> dict[str, Any]:
+        return {"node": {"alias": alias, "id": f"id-{alias}", "type": "service"}, **fields}
+
+    try:
+        store.insert_task("t1", "p", "tpl", "live", 1.0)
+        store.set_status("t1", RUNNING)
+        for kind, alias, fields in (
+            ("nodeStart", "quiet", {}),
+            ("nodeStart", "busy", {}),
+            ("nodeUpdate", "busy", {"data": 1}),
+            ("nodeStart", "broken", {}),
+            ("nodeError", "broken", {"error": "boom"}),
+            ("nodeEnd", "broken", {}),
+            ("nodeStart", "waiting", {}),
+            ("nodeDefer", "waiting", {"reason": "a human"}),
+            ("nodeUpdate", "waiting", {"data": 2}),
+            ("nodeStart", "done", {}),
+            ("nodeEnd", "done", {}),
+            ("nodeStart", "done", {}),
+        ):
+            store.append_event("t1", "p", kind, alias, node(alias, **fields), 1.0)
+        view = task_view(store, "t1")
+        assert view is not None
+        assert {alias: n.state for alias, n in view.nodes.items()} == {
+            "quiet": "started",
+            "busy": "updated",
+            "broken": "error",
+            "waiting": "deferred",
+            "done": "ended",
+        }
+        store.append_event("t1", "p", "taskAborted", None, {"reason": "stop"}, 2.0)
+        view = task_view(store, "t1")
+        assert view is not None
+        assert {alias: n.state for alias, n in view.nodes.items()} == {
+            "quiet": "aborted",
+            "busy": "aborted",
+            "broken": "error",
+            "waiting": "aborted",
+            "done": "ended",
+        }
+        assert view.nodes["waiting"].reason == "a human"  # what it waited for still shows
+    finally:
+        store.close()

@@ -144,6 +144,23 @@ def test_abort_button_aborts_the_task(page: Any, page_api: Api, page_server: Loc
     expect(abort).to_be_hidden(timeout=WAIT_MS)
 
 
+def test_abort_settles_a_waiting_node_live_and_on_reload(
+    page: Any, page_api: Api, page_server: LocalRequence
+) -> None:
+    # The script follows the client's fold as the server does: a node still
+    # active when its task is aborted shows as aborted, live and rendered.
+    task_id = page_api.start("approval", {"why": "wait"})
+    page.goto(show_url(page_server, task_id))
+    row = node_row(page, "approval")
+    expect(row.locator(".node-state")).to_have_text("deferred", timeout=WAIT_MS)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    assert page_api.post(f"/task/abort/{task_id}", data="stop").status_code == 200
+    expect(page.locator("#task-status")).to_have_text("STOPPED", timeout=WAIT_MS)
+    expect(row.locator(".node-state")).to_have_text("aborted", timeout=WAIT_MS)
+    page.reload()
+    expect(row.locator(".node-state")).to_have_text("aborted", timeout=WAIT_MS)
+
+
 def test_list_page_lists_recent_tasks_and_links_to_their_pages(
     page: Any, page_api: Api, page_server: LocalRequence
 ) -> None:

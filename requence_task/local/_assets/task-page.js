@@ -18,6 +18,12 @@
   const types = ["taskStart", "nodeStart", "nodeUpdate", "nodeError", "nodeDefer",
                  "nodeEnd", "taskEnd", "taskError", "taskAborted"];
   const terminal = new Set(["taskEnd", "taskError", "taskAborted"]);
+  // A node's state follows the client's fold (requence_task/_fold.py), in the
+  // page's words: a failure always shows and stays; a node that ended or
+  // failed changes no more; a task's end settles the nodes still active.
+  const active = new Set(["started", "updated", "deferred"]);
+  const settledBy = {taskEnd: "ended", taskError: "stopped", taskAborted: "aborted"};
+  let settledAs = null;  // what a node still active became at the task's end
   let ended = main.dataset.ended === "true";
   let last = Number(main.dataset.after) || 0;
   const rows = new Map();
@@ -55,6 +61,7 @@
     row.dataset.alias = alias;
     row.append(element("td", "node-alias", alias), element("td", "node-state"),
                element("td", "node-updates", "0"));
+    setState(row, settledAs || "started");
     const detail = element("td", "node-detail");
     for (const [tag, className] of [["p", "node-reason"], ["pre", "node-data"],
                                     ["pre", "node-error"]]) {
@@ -72,6 +79,16 @@
   function setState(row, state) {
     row.dataset.state = state;
     row.querySelector(".node-state").textContent = state;
+  }
+
+  function moveOn(row, state) {
+    if (active.has(row.dataset.state)) setState(row, state);
+  }
+
+  function settle(type) {
+    if (settledAs !== null) return;  // the first end counts
+    settledAs = settledBy[type];
+    for (const row of rows.values()) moveOn(row, settledAs);
   }
 
   function summary(type, data) {
@@ -102,24 +119,24 @@
     const row = alias !== null ? nodeRow(alias) : null;
     const status = statusEl.textContent;
     const settled = data.requireAck === true;
+    if (terminal.has(type)) settle(type);
     switch (type) {
       case "taskStart":
         if (status === "IDLE") setStatus("PENDING");
         break;
       case "nodeStart":
         if (status === "IDLE" || status === "PENDING") setStatus("RUNNING");
-        if (row) setState(row, "started");
         break;
       case "nodeUpdate":
         if (!row) break;
-        setState(row, "updated");
+        if (row.dataset.state === "started") setState(row, "updated");
         row.querySelector(".node-updates").textContent =
           String(Number(row.querySelector(".node-updates").textContent) + 1);
         show(row.querySelector(".node-data"), pretty(data.data));
         break;
       case "nodeDefer":
         if (!row) break;
-        setState(row, "deferred");
+        moveOn(row, "deferred");
         show(row.querySelector(".node-reason"),
              "deferred: " + (text(data.reason) || "no reason given"));
         break;
@@ -129,7 +146,7 @@
         show(row.querySelector(".node-error"), text(data.error) || "");
         break;
       case "nodeEnd":
-        if (row) setState(row, "ended");
+        if (row) moveOn(row, "ended");
         break;
       case "taskEnd":
         finish(settled ? "AWAITING_DELIVERY" : "SUCCESSFUL", "", pretty(data.result), true);
