@@ -99,11 +99,6 @@ def page_events_path(task_id: str) -> str:
     return f"{show_path(task_id)}/events"
 
 
-def page_live_path(task_id: str) -> str:
-    """What the task's page shows after each new update, ready to render."""
-    return f"{show_path(task_id)}/live"
-
-
 def page_abort_path(task_id: str) -> str:
     return f"{show_path(task_id)}/abort"
 
@@ -114,7 +109,6 @@ def asset_path(name: str) -> str:
 
 SHOW_ROUTE: Final = show_path("{task_id}")
 PAGE_EVENTS_ROUTE: Final = page_events_path("{task_id}")
-PAGE_LIVE_ROUTE: Final = page_live_path("{task_id}")
 PAGE_ABORT_ROUTE: Final = page_abort_path("{task_id}")
 ASSET_ROUTE: Final = asset_path("{name}")
 

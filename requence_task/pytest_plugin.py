@@ -197,7 +197,7 @@ def requence_local(
         try:
             yield view
         finally:
-            view._close()
+            view.close()
 
 
 # --- the server --------------------------------------------------------------------

@@ -49,6 +49,7 @@ from ._protocol import (
     priority_from_wire,
     show_path,
 )
+from ._validate import check_timeout
 
 if TYPE_CHECKING:
     from .local import Faults, LocalRequence, Template
@@ -564,7 +565,7 @@ class RequenceLocal:
         *,
         template: str | None = None,
         ended: bool = True,
-        timeout: float = 10.0,
+        timeout: float | None = 10.0,
     ) -> list[StartedTask]:
         """Wait until this test has started ``count`` tasks, and each has ended.
 
@@ -576,7 +577,7 @@ class RequenceLocal:
             template: Count only tasks of this template.
             ended: Also wait until every such task has ended; ``False`` waits
                 only until they started.
-            timeout: Seconds to wait at most.
+            timeout: Seconds to wait at most; ``None`` waits as long as it takes.
 
         Returns:
             Every such task (possibly more than ``count``), oldest first.
@@ -592,7 +593,7 @@ class RequenceLocal:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ConfigurationError(f"count must be a positive integer, got {count!r}")
         self._check_template(template)
-        deadline = time.monotonic() + _check_timeout(timeout)
+        deadline = _deadline(timeout)
         while True:
             found = self.tasks(template)
             if len(found) >= count and (not ended or all(t.ended for t in found)):
@@ -607,7 +608,7 @@ class RequenceLocal:
                 )
             time.sleep(_POLL_INTERVAL)
 
-    def wait_idle(self, timeout: float = 10.0) -> list[StartedTask]:
+    def wait_idle(self, timeout: float | None = 10.0) -> list[StartedTask]:
         """Wait until no task of this test is queued or running; returns them all.
 
         Tasks still being created by a client in the background are not
@@ -620,7 +621,7 @@ class RequenceLocal:
         Example:
             >>> done = requence_local.wait_idle(timeout=30)  # doctest: +SKIP
         """
-        deadline = time.monotonic() + _check_timeout(timeout)
+        deadline = _deadline(timeout)
         while True:
             found = self.tasks()
             if not any(t.status.value in _BUSY_STATUSES for t in found):
@@ -643,6 +644,12 @@ class RequenceLocal:
         if not found:
             return "No tasks were created during this test."
         return "\n".join(task.summary() for task in found)
+
+    def __enter__(self) -> RequenceLocal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"<RequenceLocal {self.base_url}, templates: {', '.join(self.templates)}>"
@@ -686,8 +693,16 @@ class RequenceLocal:
     def _seen(self) -> str:
         return "Tasks created during this test:\n" + self.describe()
 
-    def _close(self) -> None:
-        """End of the test: abort what it left running, close its client, clear faults."""
+    def close(self) -> None:
+        """End of the test: abort what it left running, close its client, clear faults.
+
+        The ``requence_local`` fixture calls it when each test ends; the
+        server itself keeps running. A ``with`` block calls it on leaving.
+
+        Example:
+            >>> with RequenceLocal(server) as requence:        # doctest: +SKIP
+            ...     Task("greet", input={"name": "Ada"}).result(timeout=10)
+        """
         try:
             if not self.server.running:  # the test stopped it; the next test starts another
                 return
@@ -713,15 +728,9 @@ def _trace(err: BaseException) -> str:
     return "".join(traceback.format_exception(type(err), err, err.__traceback__)).rstrip()
 
 
-def _check_timeout(timeout: float) -> float:
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or timeout < 0
-    ):
-        raise ConfigurationError(f"timeout must be zero or more seconds, got {timeout!r}")
-    return float(timeout)
+def _deadline(timeout: float | None) -> float:
+    seconds = check_timeout(timeout)
+    return math.inf if seconds is None else time.monotonic() + seconds
 
 
 def _short(value: Any, limit: int = 200) -> str:

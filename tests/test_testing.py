@@ -285,3 +285,26 @@ def test_importing_testing_imports_no_server_dependency() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_view_outside_pytest_aborts_its_leftovers_when_its_block_ends() -> None:
+    from requence_task import Task, TaskStatus, get_task
+    from requence_task.local import LocalRequence, Template, service
+    from requence_task.testing import RequenceLocal
+
+    def slow(ctx):  # type: ignore[no-untyped-def]
+        ctx.wait(30)  # wakes at once when the task is aborted
+        return {"aborted": ctx.aborted}
+
+    quick = Template("quick", nodes=[service("n", lambda ctx: {"ok": True})])
+    with LocalRequence([quick, Template("slow", nodes=[service("s", slow)])]) as server:
+        with RequenceLocal(server) as view:
+            client = view.client
+            done = Task("quick", client=client).result(timeout=10)
+            left_id = Task("slow", client=client).finalized(timeout=10)
+            assert [t.template for t in view.tasks()] == ["quick", "slow"]
+        assert client.closed
+        assert done.result == {"ok": True}
+        assert get_task(left_id, access_token=server.access_token).status is TaskStatus.STOPPED
+        with pytest.raises(ConfigurationError, match="timeout must be None"):
+            view.wait_idle(timeout=-1)
