@@ -7,7 +7,6 @@ travels only in the ``Authorization`` header.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -35,6 +34,7 @@ from ._errors import (
     _UnreachableWhileWaiting,
 )
 from ._protocol import STATUS_UNREACHABLE
+from ._wire import error_message
 
 log = logging.getLogger("requence_task")
 T = TypeVar("T")
@@ -422,15 +422,9 @@ def error_text(response: requests.Response) -> str:
     except Exception:  # an undecodable body still gets a message
         return f"HTTP {response.status_code}"
     text = text.strip()
-    if text.startswith("{"):
-        try:
-            body = json.loads(text)
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            for key in ("message", "error", "detail"):
-                if isinstance(body.get(key), str):
-                    return _summary(body[key])
+    message = error_message(text)
+    if message is not None:
+        return _summary(message)
     return _summary(text) if text else f"HTTP {response.status_code}"
 
 

@@ -475,6 +475,23 @@ def raw_reason(data: Mapping[str, Any]) -> str | None:
 # --- Answers ------------------------------------------------------------------------
 
 
+def error_message(text: str) -> str | None:
+    """The message of an error answer's JSON body (``message``, ``error`` or
+    ``detail``); ``None`` when the body is not such JSON (then its text is the reason)."""
+    if not text.startswith("{"):
+        return None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail"):
+            value = body.get(key)
+            if isinstance(value, str):
+                return value
+    return None
+
+
 def prepared(answer: Mapping[str, Any], *, what: str, server_time: float | None) -> Prepared:
     """The answer of prepare; :class:`ApiError` when it lacks the task's id or finalize URL."""
     task_id = answer.get("taskId")

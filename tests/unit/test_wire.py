@@ -43,7 +43,7 @@ from requence_task._protocol import (
     TERMINAL_UPDATE_TYPES,
     UPDATE_TYPES,
 )
-from requence_task._wire import _WIRE, _WIRE_EXPLAINED, structure_update
+from requence_task._wire import _WIRE, _WIRE_EXPLAINED, error_message, structure_update
 
 from .wire_data import OCR, STAMP, TASK, WHEN, fold_one, realistic, wire
 
@@ -550,3 +550,20 @@ def test_updates_compare_without_raw() -> None:
     a = fold_one(NODE_END, wire(node=OCR, extra=1))
     b = fold_one(NODE_END, wire(node=OCR, extra=2))
     assert a == b
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('{"message": "template not found"}', "template not found"),
+        ('{"error": "bad input", "detail": "x"}', "bad input"),
+        ('{"detail": "no such task"}', "no such task"),
+        ('{"message": 7, "detail": "the string one"}', "the string one"),
+        ('{"status": 404}', None),
+        ("[1, 2]", None),
+        ("{not json", None),
+        ("plain words", None),
+    ],
+)
+def test_error_message_reads_the_json_reason_only(body: str, message: str | None) -> None:
+    assert error_message(body) == message
