@@ -14,7 +14,12 @@ Every error is a ``RequenceError``; a built-in in brackets is a base class too:
     ├── TaskNotFoundError (LookupError)      404 for a task id
     ├── TaskError                            the task could not be created, or did not succeed
     │   ├── TaskFailedError                  it ran and failed
-    │   └── TaskAbortedError                 it was aborted
+    │   ├── TaskAbortedError                 it was aborted
+    │   └── UploadError                      a file or stream of the input could not be uploaded
+    ├── FileReadError                        a remote file or stream could not be read
+    │   └── TruncatedError                   it ended before all its bytes came
+    ├── ClaimCheckError                      a claim check of the task could not be fetched
+    ├── CallbackError (TypeError)            a RequenceCallback was called
     ├── TaskTimeoutError (TimeoutError)      a wait passed its time-out; the task goes on
     └── ResultTypeError (ValueError)         result_as(): the result does not fit the class
 
@@ -253,6 +258,73 @@ class ResultTypeError(RequenceError, ValueError):
         self.target = target
         self.errors = errors
         self.cause = cause
+
+
+class UploadError(TaskError):
+    """A file, stream or offloaded value of the input could not be uploaded.
+
+    The task's creation fails with it and no finalize is sent, so the task never
+    starts. Raised by ``task_id()``-dependent waits (``finalized()``, ``result()``).
+
+    Attributes:
+        path: Where the value was in the input (``input.pages[0].scan``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        status: int | None = None,
+        template: str | None = None,
+        task_id: str | None = None,
+        server_message: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status=status,
+            template=template,
+            task_id=task_id,
+            server_message=server_message,
+        )
+        self.path = path
+
+
+class FileReadError(RequenceError):
+    """A remote file or stream could not be read (an error answer, a lost connection).
+
+    Attributes:
+        status: The HTTP status of the answer, if one came.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TruncatedError(FileReadError):
+    """A file or stream ended before all of it came: a file shorter than its size,
+    a framed stream without its end frame, or one its producer stopped early."""
+
+
+class ClaimCheckError(RequenceError):
+    """A claim check (a large value Requence sent by reference) could not be fetched.
+
+    The update that held it is not delivered with a reference in its place.
+
+    Attributes:
+        path: The field that held it (``result.rows``, ``nodes.ocr.data.text``).
+        task_id: The task's id.
+    """
+
+    def __init__(self, message: str, *, path: str, task_id: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.task_id = task_id
+
+
+class CallbackError(RequenceError, TypeError):
+    """A :class:`RequenceCallback` was called: a task client may only look at it."""
 
 
 def _summary(value: Any, limit: int = 2000) -> str:

@@ -14,8 +14,8 @@ import threading
 import time
 import urllib.request
 import warnings
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -38,6 +38,24 @@ from ._wire import error_message
 
 log = logging.getLogger("requence_task")
 T = TypeVar("T")
+
+
+class _HideFilePaths(logging.Filter):
+    """urllib3's debug lines name each request's path: for a file URL (a capability)
+    the line keeps only that a file request was made."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            getattr(_current, "files", False)
+            and isinstance(args, tuple)
+            and any(isinstance(arg, str) and arg.startswith("/") for arg in args)
+        ):
+            record.msg, record.args = "a request to a file URL (its path is not shown)", ()
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_HideFilePaths())
 
 
 class Unreachable(Exception):
@@ -275,16 +293,19 @@ _current = threading.local()  # .entry: the _Deadline of this thread's request; 
 class _Deadline:
     """The overall deadline of the request this thread is making."""
 
-    __slots__ = ("at", "capped", "expired", "read")
+    __slots__ = ("at", "capped", "expired", "read", "span")
 
-    def __init__(self, at: float, read: float) -> None:
-        self.at = at  # time.monotonic()
+    def __init__(self, at: float | None, read: float, span: float = 0.0) -> None:
+        self.at = at  # time.monotonic(); None: ``span`` seconds from the first read
+        self.span = span
         self.read = read  # the read time-out of each wait for bytes
         self.expired = False  # a read found the deadline passed
         self.capped = False  # a read waited less than ``read``: until the deadline
 
     def time_left(self) -> float:
         """The read time-out for the next wait for bytes (0: the deadline has passed)."""
+        if self.at is None:  # an upload: its answer's deadline starts once the body is sent
+            self.at = time.monotonic() + self.span
         left = self.at - time.monotonic()
         if left <= 0:
             self.expired = True
@@ -450,6 +471,9 @@ class Transport:
         self._lock = threading.Lock()
         self._session: requests.Session | None = None
         self._pid = os.getpid()
+        self._files_session: requests.Session | None = None
+        self._files_pid = self._pid
+        self._reading: set[requests.Response] = set()
         self._environment = Environment(verify)
 
     def __repr__(self) -> str:
@@ -466,7 +490,7 @@ class Transport:
                 self._pid = pid
             return self._session
 
-    def _new_session(self) -> requests.Session:
+    def _new_session(self, *, files: bool = False) -> requests.Session:
         session = requests.Session()
         # No per-request environment: .netrc would replace the bearer with Basic
         # auth, and every lookup costs time. Proxies and CA bundle: read once.
@@ -474,33 +498,62 @@ class Transport:
         adapter = _Adapter(pool_connections=4, pool_maxsize=self._pool_size, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        session.headers["Authorization"] = f"Bearer {self._bearer}"
+        if not files:
+            session.headers["Authorization"] = f"Bearer {self._bearer}"
         session.headers["User-Agent"] = "requence_task"
         session.verify = self._environment.verify
         return session
 
+    @property
+    def files_session(self) -> requests.Session:
+        """The session for file URLs: it has no ``Authorization`` header at all (file
+        URLs are capabilities, and the bearer never leaves for the files service)."""
+        pid = os.getpid()
+        with self._lock:
+            if self._files_session is None or self._files_pid != pid:
+                self._files_session = self._new_session(files=True)
+                self._files_pid = pid
+            return self._files_session
+
+    def reading(self, response: requests.Response) -> None:
+        """Track a download's answer: :meth:`close` cuts it off."""
+        with self._lock:
+            self._reading.add(response)
+
+    def done_reading(self, response: requests.Response) -> None:
+        with self._lock:
+            self._reading.discard(response)
+
     def reset_after_fork(self) -> None:
         # Another thread may have held the lock at fork: the child gets a new one.
         self._lock = threading.Lock()
-        self._session = None
-        self._pid = os.getpid()
+        self._session = self._files_session = None
+        self._pid = self._files_pid = os.getpid()
+        self._reading = set()
 
     def close(self) -> None:
         with self._lock:
             session, self._session = self._session, None
+            files, self._files_session = self._files_session, None
+            reading, self._reading = list(self._reading), set()
+        for response in reading:  # downloads under way stop now
+            cut_off(response)
         if session is not None and self._pid == os.getpid():
             session.close()
+        if files is not None and self._files_pid == os.getpid():
+            files.close()
 
     def send(
         self,
         method: str,
         url: str,
         *,
-        body: bytes | None = None,
+        body: bytes | Iterable[bytes] | IO[bytes] | None = None,
         content_type: str | None = None,
         stream: bool = False,
         read_timeout: float | None = None,
         headers: dict[str, str] | None = None,
+        files: bool = False,
     ) -> requests.Response:
         """One attempt. Gateway statuses and transport failures raise :class:`Unreachable`;
         401/403 raise :class:`AuthenticationError`; any other answer is returned.
@@ -508,6 +561,12 @@ class Transport:
         The answer must come whole (for ``stream=True``: its headers) within
         ``connect + read`` seconds, and within the deadline of the retrying
         call it belongs to; a server that trickles it is cut off then.
+
+        ``files=True`` is a request to a file URL: made without the
+        ``Authorization`` header, logged with its host only, 401/403 returned
+        like any answer, and the deadline of its answer counted from the end
+        of its body (an upload may take long; each send still has the read
+        time-out as its inactivity time-out).
         """
         if self.stop.is_set():
             raise ClientClosedError("The requence_task client was closed.")
@@ -522,13 +581,16 @@ class Transport:
             at = call_deadline
         left = max(at - now, 0.001)
         timeout = (min(connect, left), min(read, left))
-        entry = _Deadline(at, timeout[1])
+        entry = _Deadline(None if files else at, timeout[1], at - now)
+        shown = _host_port(url) if files else _path(url)
+        session = self.files_session if files else self.session
         _current.entry = entry
+        _current.files = files
         try:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", category=ResourceWarning)
-                    response = self.session.request(
+                    response = session.request(
                         method,
                         url,
                         data=body,
@@ -540,9 +602,10 @@ class Transport:
                     )
             finally:
                 _current.entry = None
+                _current.files = False
         except Exception as err:
             if entry.expired or (entry.capped and _timed_out(err)):
-                log.debug("%s %s: no whole answer in time", method, _path(url))
+                log.debug("%s %s: no whole answer in time", method, shown)
                 raise self._passed(url, at - now, budget_cut=at == call_deadline) from None
             if isinstance(err, requests.exceptions.SSLError):
                 # Not a passing outage: retrying cannot fix a certificate.
@@ -559,7 +622,7 @@ class Transport:
                     requests.exceptions.ChunkedEncodingError,  # the answer was cut off: lost
                 ),
             ):
-                log.debug("%s %s: %s", method, _path(url), type(err).__name__)
+                log.debug("%s %s: %s", method, shown, type(err).__name__)
                 seconds = timeout[0] if isinstance(err, requests.ConnectTimeout) else timeout[1]
                 raise Unreachable(
                     cause=err, reason=describe_failure(err, url, seconds=seconds)
@@ -575,12 +638,12 @@ class Transport:
             # an end (an EOF ends the headers): what came is not the answer.
             response.close()
             raise self._passed(url, at - now, budget_cut=at == call_deadline)
-        log.debug("%s %s -> %d", method, _path(url), response.status_code)
+        log.debug("%s %s -> %d", method, shown, response.status_code)
         if response.status_code in STATUS_UNREACHABLE:
             status = response.status_code
             response.close()
             raise Unreachable(status=status, reason=f"HTTP {status} from {_host_port(url)}")
-        if response.status_code in (401, 403):
+        if response.status_code in (401, 403) and not files:
             message = error_text(response)
             response.close()
             raise AuthenticationError(
@@ -683,6 +746,23 @@ class Transport:
                 status=response.status_code,
             )
         return body
+
+
+def cut_off(response: requests.Response) -> None:
+    """Stop a download under way from another thread: its reader gets an error at once."""
+    raw = getattr(response, "raw", None)
+    connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        response.close()
+
+
+def timed_out(err: BaseException) -> bool:
+    """Whether a wait for bytes timed out somewhere under ``err``."""
+    return _timed_out(err)
 
 
 def _path(url: str) -> str:

@@ -22,6 +22,7 @@ from ._errors import ResultTypeError
 from ._html import result_html
 from ._protocol import (
     AWAITING_DELIVERY,
+    DEFAULT_MAX_PAYLOAD_SIZE,
     FAILED,
     IDLE,
     NODE_DEFER,
@@ -514,6 +515,10 @@ class Prepared:
     finalize_url: str
     branch: str
     server_time: float | None  # the server's clock at the answer (epoch seconds)
+    upload_url: str | None = None  # fileUrls.uploadUrl: files and claim checks go there
+    stream_url: str | None = None  # fileUrls.streamUrl: streams are registered there
+    max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE  # limits.maxPayloadSize
+    max_file_size: int | None = None  # limits.maxFileSize (None: not given)
 
 
 @attrs.frozen

@@ -159,3 +159,46 @@ TERMINAL_UPDATE_TYPES: Final = frozenset({TASK_END, TASK_ERROR, TASK_ABORTED})
 # --- Branches ----------------------------------------------------------------
 
 LIVE_BRANCH: Final = "live"
+
+# --- Files, streams and claim checks --------------------------------------------
+
+REFERENCE_TAG: Final = "__REQUENCE_type"
+TAG_FILE: Final = "RequenceFile"
+TAG_STREAM: Final = "RequenceStream"
+TAG_CLAIM_CHECK: Final = "ClaimCheck"
+TAG_CALLBACK: Final = "RequenceCallback"
+
+DEFAULT_MAX_PAYLOAD_SIZE: Final = 4 * 1024 * 1024  # when prepare gives no limits
+DEFAULT_MAX_FILE_SIZE: Final = 100 * 1024 * 1024  # the local server's default
+CLAIM_CHECK_MIN_SIZE: Final = 256  # no offloaded value is smaller
+CLAIM_CHECK_MAX_DEPTH: Final = 8  # claim checks inside claim checks (our choice)
+
+FILE_SIZE_HEADER: Final = "file-size"
+STREAM_PROTOCOL_HEADER: Final = "x-requence-stream-protocol"
+STREAM_PROTOCOL_FRAMED: Final = "framed"
+FRAME_DATA: Final = 0
+FRAME_END: Final = 1
+FRAME_TRUNCATED: Final = 2
+FRAME_HEADER_SIZE: Final = 5  # one type byte, a 4-byte big-endian length
+
+STATUS_TOO_LARGE: Final = 413  # a file over its limit
+
+# The local server's files service (capability URLs: no token, unguessable).
+FILES_PREFIX: Final = "/files/"
+
+
+def files_upload_path(task_id: str, key: str) -> str:
+    return f"{FILES_PREFIX}upload/{task_id}/{key}"
+
+
+def files_stream_path(task_id: str, key: str) -> str:
+    return f"{FILES_PREFIX}stream/{task_id}/{key}"
+
+
+def file_path(file_id: str) -> str:
+    return f"{FILES_PREFIX}{file_id}"
+
+
+FILES_UPLOAD_ROUTE: Final = files_upload_path("{task_id}", "{key}")
+FILES_STREAM_ROUTE: Final = files_stream_path("{task_id}", "{key}")
+FILE_ROUTE: Final = file_path("{file_id}")

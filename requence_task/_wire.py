@@ -44,7 +44,15 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
-from ._errors import ApiError
+from ._errors import ApiError, ClaimCheckError
+from ._files import (
+    Opener,
+    RequenceCallback,
+    RequenceFile,
+    RequenceStream,
+    remote_file,
+    remote_stream,
+)
 from ._models import (
     NodeDeferUpdate,
     NodeEndUpdate,
@@ -64,12 +72,19 @@ from ._models import (
     Update,
 )
 from ._protocol import (
+    CLAIM_CHECK_MAX_DEPTH,
+    DEFAULT_MAX_PAYLOAD_SIZE,
     LIVE_BRANCH,
     NODE_DEFER,
     NODE_END,
     NODE_ERROR,
     NODE_START,
     NODE_UPDATE,
+    REFERENCE_TAG,
+    TAG_CALLBACK,
+    TAG_CLAIM_CHECK,
+    TAG_FILE,
+    TAG_STREAM,
     TASK_ABORTED,
     TASK_END,
     TASK_ERROR,
@@ -492,14 +507,39 @@ def error_message(text: str) -> str | None:
     return None
 
 
+def _size_limit(limits: Mapping[str, Any], key: str) -> int | None:
+    value = limits.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
 def prepared(answer: Mapping[str, Any], *, what: str, server_time: float | None) -> Prepared:
-    """The answer of prepare; :class:`ApiError` when it lacks the task's id or finalize URL."""
+    """The answer of prepare; :class:`ApiError` when it lacks the task's id or finalize URL.
+
+    ``fileUrls`` and ``limits`` are optional: without them the task cannot take
+    files (the upload says so), and the payload limit is 4 MiB.
+    """
     task_id = answer.get("taskId")
     finalize_url = answer.get("finalizeUrl")
     if not isinstance(task_id, str) or not isinstance(finalize_url, str):
         raise ApiError(f"{what}: the answer lacks taskId or finalizeUrl")
     branch = answer.get("branch") or LIVE_BRANCH
-    return Prepared(task_id, finalize_url, str(branch), server_time)
+    urls = answer.get("fileUrls")
+    urls = urls if isinstance(urls, dict) else {}
+    upload, stream = urls.get("uploadUrl"), urls.get("streamUrl")
+    limits = answer.get("limits")
+    limits = limits if isinstance(limits, dict) else {}
+    return Prepared(
+        task_id,
+        finalize_url,
+        str(branch),
+        server_time,
+        upload_url=upload if isinstance(upload, str) and upload else None,
+        stream_url=stream if isinstance(stream, str) and stream else None,
+        max_payload_size=_size_limit(limits, "maxPayloadSize") or DEFAULT_MAX_PAYLOAD_SIZE,
+        max_file_size=_size_limit(limits, "maxFileSize"),
+    )
 
 
 def created_urls(answer: Mapping[str, Any]) -> tuple[str, str | None] | None:
@@ -567,15 +607,220 @@ def task_info(task_id: str, body: dict[str, Any]) -> TaskInfo:
 
 
 def finalize_body(*, name: str | None, input_json: str, priority: int, require_ack: bool) -> str:
-    """The body of finalize, around the input already serialised (``input_json``).
+    """The body of finalize (compact JSON), around the input already serialised
+    (``input_json``, compact too: the payload limit measures it so).
 
     Args:
         priority: The wire priority (see ``_protocol.priority_to_wire``).
     """
     return (
-        f'{{"name": {json.dumps(name)}, "input": {input_json}, '
-        f'"priority": {priority}, "requireAck": {json.dumps(require_ack)}}}'
+        f'{{"name":{compact_json(name)},"input":{input_json},'
+        f'"priority":{priority},"requireAck":{json.dumps(require_ack)}}}'
     )
+
+
+def compact_json(value: object) -> str:
+    """JSON as the payload limit measures it: no spaces, UTF-8 text as it is."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# --- References: files, streams, claim checks, callbacks -----------------------------
+
+
+def key_path(parent: str, key: str | int) -> str:
+    """The path of a value inside another, as errors spell it: ``input.pages[0].scan``."""
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    if key.isidentifier():
+        return f"{parent}.{key}"
+    return f"{parent}[{json.dumps(key, ensure_ascii=False)}]"
+
+
+_TAG_BYTES = f'"{REFERENCE_TAG}"'
+
+
+def has_references(text: str | bytes) -> bool:
+    """Whether JSON text may hold a reference (a quick look before any walk)."""
+    if isinstance(text, bytes):
+        return _TAG_BYTES.encode() in text
+    return _TAG_BYTES in text
+
+
+def file_reference(url: str, mime: str, size: int, name: str | None = None) -> dict[str, Any]:
+    """The reference of a file at the files service."""
+    found: dict[str, Any] = {REFERENCE_TAG: TAG_FILE, "url": url, "mime": mime, "size": size}
+    if name is not None:
+        found["name"] = name
+    return found
+
+
+def stream_reference(url: str, mime: str, name: str | None = None) -> dict[str, Any]:
+    """The reference of a stream at the files service."""
+    found: dict[str, Any] = {REFERENCE_TAG: TAG_STREAM, "url": url, "mime": mime}
+    if name is not None:
+        found["name"] = name
+    return found
+
+
+def claim_check_reference(url: str, size: int) -> dict[str, Any]:
+    """The reference of a JSON value offloaded to the files service."""
+    return {REFERENCE_TAG: TAG_CLAIM_CHECK, "url": url, "size": size}
+
+
+def shown_reference(item: object) -> object:
+    """A file or stream as JSON for people (the command line): type, size, name, no URL."""
+    if isinstance(item, RequenceFile):
+        shown: dict[str, Any] = {REFERENCE_TAG: TAG_FILE, "mime": item.mime, "size": item.size}
+    elif isinstance(item, RequenceStream):
+        shown = {REFERENCE_TAG: TAG_STREAM, "mime": item.mime}
+    elif isinstance(item, RequenceCallback):
+        return {REFERENCE_TAG: TAG_CALLBACK, "lifetime": item.lifetime}
+    else:
+        raise TypeError(f"{type(item).__name__} is not JSON serialisable")
+    if item.name is not None:
+        shown["name"] = item.name
+    return shown
+
+
+def _usable_url(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _size(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+class Hydrator:
+    """Turns references in received JSON into objects (see ``docs/protocol.md``).
+
+    Args:
+        opener: How the objects made read their bytes (the client's files session).
+        claim_check: Fetches a claim check's JSON: ``(url, path)`` to the value; it
+            raises the error that the update fails with. ``None``: claim checks
+            are an error here (:class:`ClaimCheckError`).
+    """
+
+    __slots__ = ("claim_check", "opener")
+
+    def __init__(
+        self, opener: Opener, claim_check: Callable[[str, str], object] | None = None
+    ) -> None:
+        self.opener = opener
+        self.claim_check = claim_check
+
+    def __call__(self, value: object, path: str) -> object:
+        """``value`` with every reference in it turned into its object (or fetched)."""
+        return self._walk(value, path, 0)
+
+    def _walk(self, value: object, path: str, depth: int) -> object:
+        if isinstance(value, list):
+            return [self._walk(item, key_path(path, i), depth) for i, item in enumerate(value)]
+        if not isinstance(value, dict):
+            return value
+        tag = value.get(REFERENCE_TAG)
+        if tag is None:
+            return {
+                key: self._walk(item, key_path(path, key), depth) for key, item in value.items()
+            }
+        if tag == TAG_FILE:
+            url, size, mime = (
+                _usable_url(value.get("url")),
+                _size(value.get("size")),
+                value.get("mime"),
+            )
+            if url is None or size is None or not isinstance(mime, str):
+                raise ApiError(
+                    f"{path}: a RequenceFile reference without a usable url, mime and size"
+                )
+            name = value.get("name")
+            return remote_file(
+                url,
+                mime=mime,
+                size=size,
+                opener=self.opener,
+                name=name if isinstance(name, str) else None,
+            )
+        if tag == TAG_STREAM:
+            url, mime = _usable_url(value.get("url")), value.get("mime")
+            if url is None or not isinstance(mime, str):
+                raise ApiError(f"{path}: a RequenceStream reference without a usable url and mime")
+            name = value.get("name")
+            return remote_stream(
+                url, mime=mime, opener=self.opener, name=name if isinstance(name, str) else None
+            )
+        if tag == TAG_CLAIM_CHECK:
+            url = _usable_url(value.get("url"))
+            if url is None:
+                raise ClaimCheckError(
+                    f"{path}: a ClaimCheck reference without a usable url, so its value is unknown",
+                    path=path,
+                )
+            if depth >= CLAIM_CHECK_MAX_DEPTH:
+                raise ClaimCheckError(
+                    f"{path}: claim checks nested more than {CLAIM_CHECK_MAX_DEPTH} deep; "
+                    "its value is not read",
+                    path=path,
+                )
+            if self.claim_check is None:
+                raise ClaimCheckError(f"{path}: a claim check cannot be fetched here", path=path)
+            return self._walk(self.claim_check(url, path), path, depth + 1)
+        if tag == TAG_CALLBACK:
+            return RequenceCallback(value)
+        # An unknown tag stays the plain dict it is (our choice).
+        return {key: self._walk(item, key_path(path, key), depth) for key, item in value.items()}
+
+
+def find_references(value: object) -> bool:
+    """Whether parsed JSON holds a reference anywhere."""
+    if isinstance(value, list):
+        return any(find_references(item) for item in value)
+    if isinstance(value, dict):
+        return REFERENCE_TAG in value or any(find_references(item) for item in value.values())
+    return False
+
+
+def dehydrate(value: object, convert: Callable[[object, str], object], path: str) -> object:
+    """``value`` as JSON with each file, stream or callback replaced by what ``convert``
+    makes of it (called with the object and its path). Other values are left to
+    ``json.dumps``; dicts and lists are copied, tuples become lists."""
+    if isinstance(value, (RequenceFile, RequenceStream, RequenceCallback)):
+        return convert(value, path)
+    if isinstance(value, dict):
+        return {
+            key: dehydrate(item, convert, key_path(path, str(key))) for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [dehydrate(item, convert, key_path(path, i)) for i, item in enumerate(value)]
+    return value
+
+
+def has_objects(value: object) -> bool:
+    """Whether a value holds a file, stream or callback object anywhere."""
+    if isinstance(value, (RequenceFile, RequenceStream, RequenceCallback)):
+        return True
+    if isinstance(value, dict):
+        return any(has_objects(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(has_objects(item) for item in value)
+    return False
+
+
+def uploaded(answer: Mapping[str, Any], *, kind: str) -> tuple[str, str | None, int | None]:
+    """``(url, mime, size)`` of an upload's answer; :class:`ValueError` saying what is
+    missing. ``kind``: ``file`` (url, mime, size), ``stream`` (url, mime) or
+    ``claim check`` (url, size)."""
+    url = _usable_url(answer.get("url"))
+    mime = answer.get("mime")
+    size = _size(answer.get("size"))
+    if url is None:
+        raise ValueError("the answer lacks a non-empty string url")
+    if kind in ("file", "stream") and not isinstance(mime, str):
+        raise ValueError("the answer lacks a string mime")
+    if kind in ("file", "claim check") and size is None:
+        raise ValueError("the answer lacks an integer size")
+    return url, mime if isinstance(mime, str) else None, size
 
 
 def watch_body(
