@@ -12,22 +12,39 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import json
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
 from urllib.parse import quote
 
 import requests
 
-from ._errors import ApiError, RequenceError, TaskAbortedError, TaskError, TaskNotFoundError
-from ._http import RetryState, Transport, Unreachable, error_text
+from ._errors import (
+    ApiError,
+    ClaimCheckError,
+    ClientClosedError,
+    FileReadError,
+    RequenceError,
+    TaskAbortedError,
+    TaskError,
+    TaskNotFoundError,
+    TruncatedError,
+    UploadError,
+)
+from ._files import host_of
+from ._http import RetryState, Transport, Unreachable, error_text, timed_out
 from ._models import Created, Prepared, TaskInfo
 from ._protocol import (
+    FILE_SIZE_HEADER,
     IDLE,
     STATUS_ABORTED_BEFORE_FINALIZE,
     STATUS_CONFLICT,
+    STATUS_TOO_LARGE,
     STOPPED,
+    STREAM_PROTOCOL_FRAMED,
+    STREAM_PROTOCOL_HEADER,
     TYPES_PATH,
     WATCH_ALL_PATH,
     abort_path,
@@ -39,9 +56,21 @@ from ._protocol import (
     watch_path,
 )
 from ._stream import ResumingStream
-from ._wire import created_urls, prepared, raw_status, status_text, task_info, watch_body
+from ._wire import (
+    created_urls,
+    prepared,
+    raw_status,
+    status_text,
+    task_info,
+    uploaded,
+    watch_body,
+)
 
 log = logging.getLogger("requence_task")
+
+
+def _of_task(task_id: str | None) -> str:
+    return f"Task {task_id}: " if task_id else ""
 
 
 def server_time(date_header: str | None) -> float | None:
@@ -201,15 +230,191 @@ class RequenceApi:
         quoted = quote(task_id, safe="")
         return Created(task_id, self.url(watch_path(quoted)), self.url(show_path(quoted)))
 
+    # --- files, streams and claim checks ----------------------------------------------------
+
+    def upload(
+        self,
+        url: str,
+        body: Callable[[], bytes | Iterable[bytes] | IO[bytes] | None],
+        *,
+        mime: str,
+        kind: str,
+        path: str,
+        max_file_size: int | None,
+        resend: Callable[[], bool] = lambda: True,
+    ) -> tuple[str, str | None, int | None]:
+        """``POST`` a file, a stream's registration or body, or a claim check's JSON to a
+        file URL (no ``Authorization`` header); ``(url, mime, size)`` of its answer.
+
+        Args:
+            body: Makes the body of each attempt (a bytes, a file object, chunks).
+            kind: ``file``, ``stream``, ``stream body`` or ``claim check``: what the
+                answer must hold, and what messages say.
+            path: Where the value is in the input (``input.rows``), for messages.
+            resend: Whether an attempt that found Requence unreachable may be
+                made again (not for a stream's body once any of it was sent:
+                that fails at once).
+
+        Raises:
+            UploadError: Requence refused it (413 over its size limit, any other
+                non-2xx), or its answer is not what the protocol says.
+        """
+        transport = self.transport
+        what = f"the upload of {path} ({kind})"
+        headers = {FILE_SIZE_HEADER: str(max_file_size)} if max_file_size is not None else {}
+
+        def attempt() -> tuple[str, str | None, int | None]:
+            try:
+                response = transport.send(
+                    "POST", url, body=body(), content_type=mime, headers=headers, files=True
+                )
+            except Unreachable as err:
+                if resend():
+                    raise
+                raise UploadError(
+                    f"The upload of {path} was cut off ({err.reason}) after part of the stream "
+                    "was sent; a stream can be read only once, so it cannot be sent again. "
+                    "The task was not started.",
+                    path=path,
+                    status=err.status,
+                ) from None
+            with response:
+                if not response.ok:
+                    status = response.status_code
+                    message = error_text(response)
+                    if status == STATUS_TOO_LARGE:
+                        raise UploadError(
+                            f"{path} is larger than Requence accepts (HTTP 413: {message}); "
+                            "the task was not started. Send a smaller file, or split it.",
+                            path=path,
+                            status=status,
+                            server_message=message,
+                        )
+                    raise UploadError(
+                        f"The upload of {path} was refused with HTTP {status}: {message}; "
+                        "the task was not started.",
+                        path=path,
+                        status=status,
+                        server_message=message,
+                    )
+                if kind == "stream body":
+                    return url, None, None
+                try:
+                    return uploaded(transport.json(response, what=what), kind=kind)
+                except (ApiError, ValueError) as err:
+                    raise UploadError(
+                        f"The upload of {path} got an answer the protocol does not allow "
+                        f"({err}); the task was not started.",
+                        path=path,
+                        status=response.status_code,
+                    ) from None
+
+        return transport.retrying(attempt, what=what)
+
+    def opener(self, url: str, *, chunk_size: int, framed: bool) -> tuple[Iterator[bytes], bool]:
+        """Read a file URL (no ``Authorization`` header): the body's chunks as they
+        come, and whether the answer is framed. See :class:`_files.Opener`.
+
+        The request's answer is retried while Requence is unreachable; the body
+        has the read time-out as its inactivity time-out, and stops when the
+        client is closed.
+
+        Raises:
+            FileReadError: Requence answered with an error (404: the file is gone).
+        """
+        transport = self.transport
+        where = host_of(url)
+        headers = {STREAM_PROTOCOL_HEADER: STREAM_PROTOCOL_FRAMED} if framed else {}
+        what = f"a download from {where}"
+
+        def attempt() -> requests.Response:
+            response = transport.send("GET", url, stream=True, headers=headers, files=True)
+            if not response.ok:
+                status = response.status_code
+                message = error_text(response)
+                response.close()
+                gone = " (it no longer exists, or the URL is wrong)" if status == 404 else ""
+                raise FileReadError(
+                    f"{what} failed with HTTP {status}{gone}: {message}", status=status
+                )
+            return response
+
+        response = transport.retrying(attempt, what=what)
+        echoed = response.headers.get(STREAM_PROTOCOL_HEADER, "").lower() == STREAM_PROTOCOL_FRAMED
+        return self._body(response, chunk_size, what), framed and echoed
+
+    def _body(self, response: requests.Response, chunk_size: int, what: str) -> Iterator[bytes]:
+        transport = self.transport
+        transport.reading(response)
+        seen = 0
+        try:
+            for chunk in response.iter_content(chunk_size):
+                if transport.stop.is_set():
+                    raise ClientClosedError(f"{what} stopped: the requence_task client was closed.")
+                seen += len(chunk)
+                yield chunk
+        except (requests.RequestException, OSError) as err:
+            if transport.stop.is_set():
+                raise ClientClosedError(
+                    f"{what} stopped: the requence_task client was closed."
+                ) from None
+            seconds = transport.timeouts.read
+            why = (
+                f"no bytes came for {seconds:g} s"
+                if timed_out(err)
+                else "the connection was cut off"
+            )
+            raise TruncatedError(f"{what} ended after {seen} bytes: {why}") from None
+        finally:
+            transport.done_reading(response)
+            response.close()
+
+    def fetch_claim_check(self, url: str, path: str, task_id: str | None) -> object:
+        """The JSON value behind a claim check (``GET`` its URL, no ``Authorization``).
+
+        Raises:
+            ClaimCheckError: It could not be fetched or is not JSON; names ``path``.
+        """
+        try:
+            chunks, _ = self.opener(url, chunk_size=1 << 16, framed=False)
+            text = b"".join(chunks)
+        except RequenceError as err:
+            if isinstance(err, ClientClosedError):
+                raise
+            raise ClaimCheckError(
+                f"{_of_task(task_id)}{path} was sent by claim check, and fetching it failed: {err}",
+                path=path,
+                task_id=task_id,
+            ) from None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ClaimCheckError(
+                f"{_of_task(task_id)}{path} was sent by claim check, and what its URL holds "
+                f"({len(text)} bytes from {host_of(url)}) is not JSON",
+                path=path,
+                task_id=task_id,
+            ) from None
+
     # --- tasks by id ----------------------------------------------------------------------
 
-    def get(self, task_id: str) -> TaskInfo:
+    def get(
+        self,
+        task_id: str,
+        *,
+        inbound: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> TaskInfo:
         """``GET /task/{id}``: what Requence knows of a task now.
+
+        Args:
+            inbound: Turns the references of the answer into objects (and fetches
+                its claim checks) before it is read.
 
         Raises:
             TaskNotFoundError: No such task for this token.
         """
-        return task_info(task_id, self._get_body(task_id))
+        body = self._get_body(task_id)
+        return task_info(task_id, inbound(body) if inbound is not None else body)
 
     def _get_body(self, task_id: str) -> dict[str, Any]:
         transport = self.transport

@@ -57,15 +57,21 @@ def get_task(
 ) -> TaskInfo:
     """What Requence knows of a task now: status, template, input, result, node data.
 
+    Files and streams in it are :class:`RequenceFile` and :class:`RequenceStream`
+    objects; claim checks are fetched.
+
     Raises:
         TaskNotFoundError: No such task for this token (or it was cleaned up).
+        ClaimCheckError: A claim check in it could not be fetched.
 
     Example:
         >>> info = get_task(task_id)  # doctest: +SKIP
         >>> info.status.ended, info.context.result
     """
     check_task_id(task_id)
-    return client_for(access_token, client)._api.get(task_id)
+    the_client = client_for(access_token, client)
+    inbound = the_client._follower.inbound
+    return the_client._api.get(task_id, inbound=lambda body: inbound.body(body, task_id))
 
 
 def recreate_task(

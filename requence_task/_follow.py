@@ -49,7 +49,8 @@ from ._pool import WorkerPool
 from ._protocol import TASK_END, TASK_ERROR
 from ._sse import RawEvent
 from ._stream import ResumingStream
-from ._wire import needs_ack, raw_reason, raw_result, route_key, update_id
+from ._transfer import Inbound, Ordered, is_terminal
+from ._wire import needs_ack, raw_reason, raw_result, route_key, task_key, update_id
 
 log = logging.getLogger("requence_task")
 
@@ -103,6 +104,8 @@ class Monitor:
         self._demanded = False
         self._finishing = False
         self._skip_ids: set[str] | None = None
+        self._ordered: Ordered | None = None  # once an update had references
+        self._ended_raw = False  # its terminal update came, maybe not yet folded
         # Kept by the follower (under its lock): how this monitor is fed.
         self.wanted = False  # somebody waits on it: route it as soon as possible
         self.source: str | None = None  # None, "shared", "own", or "ended" (on shared)
@@ -132,7 +135,11 @@ class Monitor:
         with self.cond:
             self.updates = []
             self.terminal = None
+            self._ended_raw = False
             self._folder = ContextFolder(task_id=self.task_id)
+            ordered, self._ordered = self._ordered, None
+        if ordered is not None:
+            ordered.cancel()
 
     def skip_seen(self) -> None:
         """The next source replays the task from its start: skip what came already."""
@@ -142,15 +149,50 @@ class Monitor:
     # --- feeding -------------------------------------------------------------------
 
     def deliver(self, raw: RawEvent) -> bool:
-        """Fold one event of this task; returns whether the task has ended."""
+        """Fold one event of this task; returns whether the task has ended.
+
+        An event with references goes through the task's :class:`Ordered`: its
+        files become objects and its claim checks are fetched (off this thread),
+        and it is folded after the events before it. The end is known at once.
+        """
+        if not raw.refs and self._ordered is None:
+            return self._fold(raw)
+        with self.cond:
+            if self.terminal is not None or self.finished or self._ended_raw:
+                return True
+            if self._skipped(raw):
+                return False
+            if self._ordered is None:
+                self._ordered = Ordered(
+                    self._follower.inbound, lambda: self.task_id, self._fold, self._unreadable
+                )
+            ordered = self._ordered
+            ended = is_terminal(raw) and (
+                self.task_id is None or task_key(raw.data) == self.task_id
+            )
+            self._ended_raw = ended
+        ordered.push(raw)
+        return ended
+
+    def _unreadable(self, error: BaseException) -> None:
+        """An update's data could not be read (a claim check failed): the task's
+        waiters and iterators get that error at that update."""
+        self.fail(error)
+
+    def _skipped(self, raw: RawEvent) -> bool:
+        if self._skip_ids:
+            uid = update_id(raw.data)
+            if uid is not None and uid in self._skip_ids:
+                self._skip_ids.discard(uid)
+                return True
+        return False
+
+    def _fold(self, raw: RawEvent) -> bool:
         with self.cond:
             if self.terminal is not None or self.finished:
                 return True
-            if self._skip_ids:
-                uid = update_id(raw.data)
-                if uid is not None and uid in self._skip_ids:
-                    self._skip_ids.discard(uid)
-                    return False
+            if self._skipped(raw):
+                return False
             if self._folder is None:
                 self._folder = ContextFolder(task_id=self.task_id)
             update = self._folder.fold(raw.type, raw.data, raw.position)
@@ -349,6 +391,7 @@ class Follower:
         shared: bool = True,
     ) -> None:
         self.api = api
+        self.inbound = Inbound(api)  # references to objects, claim checks fetched
         self.pool = pool
         self.track = track
         self._lock = threading.Lock()

@@ -9,7 +9,7 @@ values; none of them knows the wire. Reading the wire into them is
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -19,6 +19,7 @@ import cattrs
 from cattrs.v import format_exception
 
 from ._errors import ResultTypeError
+from ._files import RequenceCallback, RequenceFile, RequenceStream
 from ._html import result_html
 from ._protocol import (
     AWAITING_DELIVERY,
@@ -325,6 +326,21 @@ class UnknownUpdate(Update):
 # The user's types get their own converter: cattrs caches a hook for every type
 # it meets, and nothing users structure should share state with the package.
 _results = cattrs.Converter()
+
+
+def _object_hook(cls: type[Any]) -> Callable[[object, object], Any]:
+    def structure(value: object, _: object) -> Any:
+        if isinstance(value, cls):
+            return value
+        raise TypeError(f"expected a {cls.__name__}, got {type(value).__name__}")
+
+    return structure
+
+
+# Files, streams and callbacks in a result are objects already: fields of these
+# types take them as they are.
+for _cls in (RequenceFile, RequenceStream, RequenceCallback):
+    _results.register_structure_hook(_cls, _object_hook(_cls))
 
 
 def _type_name(target: object) -> str:

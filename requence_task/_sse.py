@@ -22,10 +22,13 @@ import attrs
 import sseclient
 
 from ._errors import ApiError
+from ._protocol import REFERENCE_TAG, TAG_CLAIM_CHECK
 
 log = logging.getLogger("requence_task")
 
 MAX_EVENT_BYTES = 32 * 2**20  # far above any payload limit; bounds an endless line
+_REFERENCE = f'"{REFERENCE_TAG}"'
+_CLAIM_CHECK = f'"{TAG_CLAIM_CHECK}"'
 _ID_LINE = re.compile(rb"^id: ?([0-9]+)$", re.MULTILINE)
 
 
@@ -36,6 +39,10 @@ class RawEvent:
     position: int | None
     type: str
     data: dict[str, Any]
+    # Whether the data may hold references (files, streams, claim checks), and
+    # claim checks in particular (which need a fetch): a look at its text.
+    refs: bool = False
+    claims: bool = False
 
 
 def decode(
@@ -90,7 +97,15 @@ def _parse(event: Any, what: str, skipped: Callable[[int], object]) -> RawEvent 
         if position is not None:
             skipped(position)
         return None
-    return RawEvent(position=position, type=str(event.event), data=data)
+    text = event.data
+    refs = _REFERENCE in text
+    return RawEvent(
+        position=position,
+        type=str(event.event),
+        data=data,
+        refs=refs,
+        claims=refs and _CLAIM_CHECK in text,
+    )
 
 
 class _Canonical:

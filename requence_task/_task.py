@@ -33,6 +33,7 @@ from ._models import Created, TaskResult, Update
 from ._progress import result_with_progress
 from ._protocol import LIVE_BRANCH, PRIORITY_DEFAULT, priority_to_wire
 from ._states import SUCCEEDED
+from ._transfer import Outbound, PendingInput, accept_objects, snapshot_input
 from ._validate import (
     check_flag,
     check_input,
@@ -112,7 +113,7 @@ class Task:
         check_priority(priority)
         check_flag(require_ack, "require_ack")
         check_on_update(on_update)
-        input_json = check_input(input)
+        pending = snapshot_input(input)
         the_client = client_for(access_token, client)
         if the_client.closed:
             raise ClientClosedError(
@@ -126,13 +127,8 @@ class Task:
             require_ack=require_ack,
             on_update=on_update,
         )
-        # The finalize body, with the input serialised once (above).
-        self._body = finalize_body(
-            name=name,
-            input_json=input_json,
-            priority=priority_to_wire(priority),
-            require_ack=require_ack,
-        ).encode("utf-8")
+        # The input as it is now (serialised once, above); its files go up after prepare.
+        self._pending: PendingInput | None = pending
         self._suppress_branch_warning = suppress_branch_warning
         self._client._pool.submit(self._create)
         if on_update is not None:
@@ -244,10 +240,27 @@ class Task:
             client._warn_branch(template, prepared.branch)
         return task_id
 
+    def _finalize_body(self, input_json: str) -> bytes:
+        assert self.priority is not None
+        return finalize_body(
+            name=self.name,
+            input_json=input_json,
+            priority=priority_to_wire(self.priority),
+            require_ack=self.require_ack,
+        ).encode("utf-8")
+
     def _finalize(self, task_id: str) -> Created:
+        pending, self._pending = self._pending, None  # (its bytes are not kept)
+        assert pending is not None
+        body = Outbound(
+            self._client._api,
+            self._prepared_answer,
+            template=self.template,
+            body=self._finalize_body,
+        ).finalize_body(pending)
         return self._client._api.finalize(
             self._prepared_answer,
-            self._body,
+            body,
             template=self.template,
             state=self._creation,
             aborted_with=lambda: self._aborted_with,
@@ -481,7 +494,7 @@ class Task:
             )
         items = list(inputs)
         for index, item in enumerate(items):
-            check_input(item, index=index)
+            check_input(item, index=index, default=accept_objects)
         # The first handle checks the template and the options before it sends anything,
         # so a wrong option raises here with no task started.
         return [cls(template, item, **options) for item in items]

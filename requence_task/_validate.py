@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import date, datetime
 
 from ._errors import ConfigurationError
@@ -100,29 +101,40 @@ def check_on_update(on_update: object) -> None:
         raise ConfigurationError("on_update must be a callable taking one update")
 
 
-def check_input(value: object, *, index: int | None = None) -> str:
+def check_input(
+    value: object,
+    *,
+    index: int | None = None,
+    default: Callable[[object], object] | None = None,
+) -> str:
     """A task's input as JSON text, or :class:`ConfigurationError` if JSON cannot carry it.
 
     Args:
         value: The input.
         index: Its index among the inputs of ``Task.map``; the message says it.
+        default: What other objects become (``json.dumps``' ``default``: files
+            and streams, see ``_transfer``); it raises ``TypeError`` for others.
 
     Returns:
-        The JSON text (no NaN nor infinities; UTF-8 encodable).
+        The JSON text, compact (no NaN nor infinities; UTF-8 encodable).
     """
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text = json.dumps(
+            value, allow_nan=False, ensure_ascii=False, separators=(",", ":"), default=default
+        )
         text.encode("utf-8")  # lone surrogates cannot travel
     except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigurationError):  # from ``default``: says it all
+            raise
         if index is not None:
             raise ConfigurationError(
                 f"Task.map: inputs[{index}] is not JSON-serialisable ({err}); "
                 "no task was started. Inputs must be dicts, lists, strings, numbers, "
-                "booleans or None."
+                "booleans, None, RequenceFile or RequenceStream."
             ) from None
         raise ConfigurationError(
             f"input must be JSON-serialisable (dicts, lists, strings, numbers, booleans, "
-            f"None): {err}"
+            f"None, RequenceFile, RequenceStream): {err}"
         ) from None
     return text
 

@@ -16,12 +16,25 @@ from ._errors import ConfigurationError, RequenceError, TaskTimeoutError
 from ._fold import ContextFolder
 from ._models import Update
 from ._protocol import UPDATE_TYPES
+from ._sse import RawEvent
+from ._transfer import Ordered, is_terminal
 from ._validate import since_text
 from ._wire import needs_ack, task_key
 
 log = logging.getLogger("requence_task")
 
 _END = object()
+
+
+class _Unreadable:
+    """An update that could not be read, in the watcher's queue."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 _FOLDERS_LIMIT = 10_000
 
 
@@ -55,6 +68,8 @@ class TaskWatcher:
         self._on_error = on_error
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._folders: dict[str, ContextFolder] = {}
+        self._ordered: dict[str, Ordered] = {}  # tasks whose updates had references
+        self._lock = threading.Lock()
         self._stopped = threading.Event()
         self.error: BaseException | None = None
         """The error that ended the watcher, if one did."""
@@ -72,16 +87,24 @@ class TaskWatcher:
     def _run(self) -> None:
         try:
             for raw in self._stream:
-                update = self._fold(raw.type, raw.data, raw.position)
-                if update.is_terminal and needs_ack(update):
-                    # On the client's pool: a slow ack neither delays delivery nor stop().
-                    self._client._pool.submit(partial(self._ack, update.task_id))
-                if self._on_update is not None:
-                    try:
-                        self._on_update(update)
-                    except Exception:
-                        log.exception("the on_update callback of a task watcher raised")
-                self._queue.put(update)
+                key = task_key(raw.data)
+                ordered = self._ordered.get(key)
+                if ordered is None and not raw.refs:
+                    self._take(raw)
+                    continue
+                if ordered is None:
+                    if len(self._ordered) >= _FOLDERS_LIMIT:
+                        self._ordered.pop(next(iter(self._ordered)))
+                    ordered = self._ordered[key] = Ordered(
+                        self._client._follower.inbound,
+                        lambda key=key: key or None,  # type: ignore[misc]
+                        self._take,
+                        self._unreadable,
+                        go_on=True,
+                    )
+                if is_terminal(raw):
+                    del self._ordered[key]  # (it still delivers what it holds)
+                ordered.push(raw)
         except BaseException as err:
             if not self._stopped.is_set():
                 self.error = err
@@ -92,6 +115,30 @@ class TaskWatcher:
                         log.exception("the on_error callback of a task watcher raised")
         finally:
             self._queue.put(_END)
+
+    def _take(self, raw: RawEvent) -> None:
+        """Fold one event (hydrated), ack its end if asked, deliver it."""
+        with self._lock:
+            update = self._fold(raw.type, raw.data, raw.position)
+        if update.is_terminal and needs_ack(update):
+            # On the client's pool: a slow ack neither delays delivery nor stop().
+            self._client._pool.submit(partial(self._ack, update.task_id))
+        if self._on_update is not None:
+            try:
+                self._on_update(update)
+            except Exception:
+                log.exception("the on_update callback of a task watcher raised")
+        self._queue.put(update)
+
+    def _unreadable(self, error: BaseException) -> None:
+        """An update could not be read (a claim check failed): ``on_error`` hears it,
+        iteration raises it at its place, and the watcher goes on."""
+        if self._on_error is not None:
+            try:
+                self._on_error(error)
+            except Exception:
+                log.exception("the on_error callback of a task watcher raised")
+        self._queue.put(_Unreadable(error))
 
     def _ack(self, task_id: str) -> None:
         try:
@@ -119,6 +166,8 @@ class TaskWatcher:
         Raises:
             RequenceUnreachableError, AuthenticationError: the stream could not go on.
             TaskTimeoutError: No update came within ``timeout`` seconds.
+            ClaimCheckError: An update's claim check could not be fetched (it is
+                also given to ``on_error``); the watcher goes on: iterate again.
         """
         while True:
             try:
@@ -139,6 +188,8 @@ class TaskWatcher:
                 if self.error is not None:
                     raise self.error
                 return
+            if isinstance(item, _Unreadable):
+                raise item.error  # the watcher goes on: iterate again for what follows
             assert isinstance(item, Update)
             yield item
 

@@ -68,6 +68,11 @@ class Hostile:
         watch_all: list[Script] | None = None,
         prepare: Script | None = None,
         finalize: Script | None = None,
+        files: bool = False,
+        limits: dict[str, Any] | None = None,
+        upload: Script | None = None,
+        file_routes: dict[str, Script] | None = None,
+        task_body: dict[str, Any] | None = None,
     ) -> None:
         self.scripts: dict[str, list[Script]] = {
             "watch": list(watch or []),
@@ -75,6 +80,17 @@ class Hostile:
         }
         self.prepare = prepare
         self.finalize = finalize
+        # The files service: prepare gives fileUrls (and ``limits``), uploads are
+        # kept in ``stored`` (path -> (content type, bytes)) and served by GET,
+        # unless ``upload`` answers them; ``file_routes`` script GETs of paths.
+        self.files = files
+        self.limits = limits
+        self.upload = upload
+        self.file_routes = dict(file_routes or {})
+        self.task_body = task_body
+        self.stored: dict[str, tuple[str, bytes]] = {}
+        self.uploads: list[tuple[str, dict[str, str], bytes]] = []  # path, headers, body
+        self.finalized: list[dict[str, Any]] = []
         self.bodies: dict[str, list[dict[str, Any]]] = {"watch": [], "watch-all": []}
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # method, path, headers
         self.lock = threading.Lock()
@@ -107,6 +123,13 @@ class Hostile:
             self.httpd.shutdown()
             self._thread.join(5)
         self.httpd.server_close()
+
+    def store(self, data: bytes, mime: str = "application/octet-stream") -> str:
+        """Keep bytes as a file of the files service; its URL."""
+        path = f"/files/f/{uuid.uuid4().hex}"
+        with self.lock:
+            self.stored[path] = (mime, data)
+        return self.base_url + path
 
     def next_script(self, route: str, body: dict[str, Any]) -> Script | None:
         with self.lock:
@@ -201,33 +224,77 @@ class Handler(BaseHTTPRequestHandler):
         self.trickle(payload, every, limit=limit)
         self.close_connection = True
 
+    def send_bytes(self, status: int, data: bytes, mime: str = "application/octet-stream") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", mime)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def read_body(self) -> bytes:
+        """The request's body, by Content-Length or chunked."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
     # --- routes ------------------------------------------------------------------------
 
     def do_GET(self) -> None:
-        self.hostile.requests.append(("GET", self.path, dict(self.headers)))
-        if self.path == f"/task/{TASK_ID}":
-            self.send_json(200, {"id": TASK_ID, "status": "RUNNING", "taskTemplate": "hostile"})
+        hostile = self.hostile
+        hostile.requests.append(("GET", self.path, dict(self.headers)))
+        script = hostile.file_routes.get(self.path)
+        if script is not None:
+            script(self, {})
+        elif self.path in hostile.stored:
+            mime, data = hostile.stored[self.path]
+            self.send_bytes(200, data, mime)
+        elif self.path == f"/task/{TASK_ID}":
+            self.send_json(
+                200,
+                hostile.task_body
+                or {"id": TASK_ID, "status": "RUNNING", "taskTemplate": "hostile"},
+            )
         else:
             self.send_json(404, {"message": f"no route {self.path}"})
 
     def do_POST(self) -> None:
-        self.hostile.requests.append(("POST", self.path, dict(self.headers)))
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        hostile = self.hostile
+        hostile.requests.append(("POST", self.path, dict(self.headers)))
+        if self.path.startswith("/files/") and hostile.upload is not None:
+            hostile.upload(self, {})  # (it reads the body, or not)
+            return
+        raw = self.read_body()
         base = self.hostile.base_url
-        if self.path.startswith("/task/prepare/"):
+        if self.path.startswith("/files/"):
+            self.files_route(raw)
+        elif self.path.startswith("/task/prepare/"):
             if self.hostile.prepare is not None:
                 self.hostile.prepare(self, {})
                 return
-            self.send_json(
-                200,
-                {
-                    "taskId": TASK_ID,
-                    "finalizeUrl": f"{base}/task/finalize/{TASK_ID}",
-                    "branch": "live",
-                },
-            )
+            answer: dict[str, Any] = {
+                "taskId": TASK_ID,
+                "finalizeUrl": f"{base}/task/finalize/{TASK_ID}",
+                "branch": "live",
+            }
+            if hostile.files:
+                answer["fileUrls"] = {
+                    "uploadUrl": f"{base}/files/upload",
+                    "streamUrl": f"{base}/files/stream",
+                }
+            if hostile.limits is not None:
+                answer["limits"] = hostile.limits
+            self.send_json(200, answer)
         elif self.path == f"/task/finalize/{TASK_ID}":
+            hostile.finalized.append(json.loads(raw or b"{}"))
             if self.hostile.finalize is not None:
                 self.hostile.finalize(self, json.loads(raw or b"{}"))
                 return
@@ -253,3 +320,23 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(200, {})
         else:
             self.send_json(404, {"message": f"no route {self.path}"})
+
+    def files_route(self, raw: bytes) -> None:
+        """Uploads, stream registrations and stream bodies, kept in ``stored``."""
+        hostile = self.hostile
+        mime = self.headers.get("Content-Type") or "application/octet-stream"
+        hostile.uploads.append((self.path, dict(self.headers), raw))
+        if self.path == "/files/upload":
+            url = hostile.store(raw, mime)
+            self.send_json(200, {"url": url, "mime": mime, "size": len(raw)})
+        elif self.path == "/files/stream":
+            url = hostile.store(b"", mime)
+            self.send_json(200, {"url": url, "mime": mime})
+        else:
+            path = self.path
+            with hostile.lock:
+                if path not in hostile.stored:
+                    self.send_json(404, {"message": "no such stream"})
+                    return
+                hostile.stored[path] = (hostile.stored[path][0], raw)
+            self.send_json(200, {})
