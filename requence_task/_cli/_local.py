@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 from pathlib import Path
@@ -11,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 from ._exit import EXIT_OK, UsageError
+from ._output import dumps, pretty
 
 
 def add_parsers(commands: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
@@ -60,11 +60,11 @@ def demo(args: argparse.Namespace) -> int:
             node = getattr(update, "node", None)
             alias = node.alias if node is not None else ""
             data = getattr(update, "data", None)
-            detail = json.dumps(data) if data is not None else ""
+            detail = dumps(data) if data is not None else ""
             print(f"  {update.type:<12} {alias or '':<8} {detail}".rstrip())
         result = task.result(timeout=30)
         print("Result:")
-        print(json.dumps(result.result, indent=2))
+        print(pretty(result.result))
         rejected = Task("greeting", input={"name": ""}, client=client)
         try:
             rejected.finalized(timeout=10)

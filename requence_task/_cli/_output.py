@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
+from .._wire import shown_reference
+
 if TYPE_CHECKING:
     from .. import Update
 
@@ -36,12 +38,21 @@ def is_terminal(stream: IO[str]) -> bool:
         return False
 
 
+def json_default(value: object) -> object:
+    """What JSON output makes of other objects: a file or stream as its type, size
+    and name (never its URL, a capability), anything else as its text."""
+    try:
+        return shown_reference(value)
+    except TypeError:
+        return str(value)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return json.dumps(value, ensure_ascii=False, default=json_default)
 
 
 def pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return json.dumps(value, indent=2, ensure_ascii=False, default=json_default)
 
 
 def indented(value: Any, by: int = 10) -> str:

@@ -15,7 +15,16 @@ from .. import _fold, _states
 from .._wire import update_to_json
 from . import _connect
 from ._exit import EXIT_INTERRUPTED, EXIT_OK, UsageError
-from ._output import PROG, TICK, describe, is_terminal, line_err, line_out, pretty
+from ._output import (
+    PROG,
+    TICK,
+    describe,
+    is_terminal,
+    json_default,
+    line_err,
+    line_out,
+    pretty,
+)
 
 if TYPE_CHECKING:
     from .. import Task, Update
@@ -47,6 +56,13 @@ def add_parser(
         "--input",
         metavar="JSON",
         help="the task's input: JSON text, @FILE to read a JSON file, or - for standard input",
+    )
+    run.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="KEY=PATH",
+        help="put the file at PATH into the input under KEY (a.b for nested keys); repeatable",
     )
     run.add_argument("--name", help="a human-readable name for the task")
     run.add_argument(
@@ -110,6 +126,34 @@ def read_input(spec: str | None) -> Any:
         ) from None
     except ValueError as err:
         raise UsageError(f"the task input from {where} is not valid JSON: {err}") from None
+
+
+def with_files(task_input: Any, specs: list[str]) -> Any:
+    """The input with each ``--file KEY=PATH`` put in as a :class:`RequenceFile`."""
+    if not specs:
+        return task_input
+    from .. import ConfigurationError, RequenceFile
+
+    if task_input is None:
+        task_input = {}
+    if not isinstance(task_input, dict):
+        raise UsageError("--file needs the input to be a JSON object (or no --input)")
+    for spec in specs:
+        key, sep, path = spec.partition("=")
+        if not sep or not key or not path:
+            raise UsageError(f"--file takes KEY=PATH (such as scan=invoice.pdf), not {spec!r}")
+        try:
+            item = RequenceFile.from_path(path)
+        except ConfigurationError as err:
+            raise UsageError(f"--file {key}: {err}") from None
+        *parents, last = key.split(".")
+        place = task_input
+        for part in parents:
+            place = place.setdefault(part, {})
+            if not isinstance(place, dict):
+                raise UsageError(f"--file {key}: the input's {part!r} is not an object")
+        place[last] = item
+    return task_input
 
 
 # The status line's words for a task's state with no node running (else "task <state>").
@@ -194,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import Task
 
     started = time.monotonic()
-    task_input = read_input(args.input)
+    task_input = with_files(read_input(args.input), args.file)
     mode = "json" if args.json else ("terminal" if is_terminal(sys.stdout) else "plain")
     with _connect.client(args) as client:
         updates: queue.SimpleQueue[Update] = queue.SimpleQueue()
@@ -252,7 +296,7 @@ def _follow(
                 progress.draw()
             continue
         if mode == "json":
-            line_out(json.dumps(update_to_json(update), default=str))
+            line_out(json.dumps(update_to_json(update), default=json_default))
         elif mode == "plain":
             line_out(describe(update))
         elif progress is not None:
@@ -269,7 +313,7 @@ def _follow(
         line_out(
             json.dumps(
                 {"result": result.result, "taskId": result.task_id, "taskUrl": result.task_url},
-                default=str,
+                default=json_default,
             )
         )
     else:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import mimetypes
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from .._files import human_size
+from .._wire import key_path
 from . import _connect
-from ._exit import EXIT_OK
-from ._output import indented, line_out
+from ._exit import EXIT_OK, UsageError
+from ._output import PROG, indented, json_default, line_err, line_out
+
+if TYPE_CHECKING:
+    from .. import RequenceFile, RequenceStream, TaskContext
 
 
 def add_parsers(
@@ -22,6 +30,11 @@ def add_parsers(
     )
     get.add_argument("task_id", metavar="ID", help="the task's id")
     get.add_argument("--json", action="store_true", help="print one JSON object")
+    get.add_argument(
+        "--save-files",
+        metavar="DIR",
+        help="write the task's files and streams (input, node data, result) into DIR",
+    )
 
     abort = commands.add_parser(
         "abort",
@@ -47,6 +60,8 @@ def get(args: argparse.Namespace) -> int:
 
     with _connect.client(args) as client:
         info = get_task(args.task_id, client=client)
+        if args.save_files is not None:
+            save_files(info.context, Path(args.save_files))
     status = info.raw_status if info.status is TaskStatus.UNKNOWN else info.status.value
     if args.json:
         line_out(
@@ -63,7 +78,7 @@ def get(args: argparse.Namespace) -> int:
                     "nodeData": dict(info.context.node_data),
                     "nodeErrors": dict(info.context.node_errors),
                 },
-                default=str,
+                default=json_default,
             )
         )
         return EXIT_OK
@@ -112,3 +127,55 @@ def protect(args: argparse.Namespace) -> int:
         protect_task(args.task_id, client=client)
     line_out(f"Task {args.task_id} protected.")
     return EXIT_OK
+
+
+def save_files(context: TaskContext, folder: Path) -> None:
+    """Write every file and stream of a task into ``folder``, each named after
+    where it is (``result.pages[0].scan.pdf``); a line on stderr for each."""
+    from .. import RequenceError, RequenceFile, RequenceStream
+
+    found: list[tuple[str, RequenceFile | RequenceStream]] = []
+
+    def walk(value: object, path: str) -> None:
+        if isinstance(value, (RequenceFile, RequenceStream)):
+            found.append((path, value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, key_path(path, str(key)))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, key_path(path, index))
+
+    walk(context.input, "input")
+    for alias, data in context.node_data.items():
+        walk(data, key_path(key_path("nodes", alias), "data"))
+    walk(context.result, "result")
+    if not found:
+        line_err(f"{PROG}: the task has no files to save")
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--save-files: cannot make {folder}: {err.strerror or err}") from None
+    for path, item in found:
+        target = folder / _file_name(path, item)
+        try:
+            item.save(target)
+        except OSError as err:
+            raise UsageError(
+                f"--save-files: cannot write {target}: {err.strerror or err}"
+            ) from None
+        except RequenceError as err:
+            raise UsageError(f"--save-files: {path} could not be read: {err}") from None
+        size = f" ({human_size(item.size)})" if isinstance(item, RequenceFile) else ""
+        line_err(f"saved {path} to {target}{size}")
+
+
+def _file_name(path: str, item: RequenceFile | RequenceStream) -> str:
+    """A file name for a value at ``path``: the path made safe, with an extension
+    from the file's name or type."""
+    safe = re.sub(r"[^A-Za-z0-9._\[\]-]+", "_", path).strip("._") or "file"
+    suffix = Path(item.name).suffix if item.name else ""
+    if not suffix:
+        suffix = mimetypes.guess_extension(item.mime.split(";")[0].strip()) or ""
+    return safe + suffix

@@ -11,7 +11,7 @@ from typing import Any
 from .._wire import update_to_json
 from . import _connect
 from ._exit import EXIT_OK, UsageError
-from ._output import TICK, describe, line_out
+from ._output import TICK, describe, json_default, line_out
 
 
 def add_parser(
@@ -86,7 +86,7 @@ def watch(args: argparse.Namespace) -> int:
             try:
                 for update in watcher.updates(timeout=wait):
                     if args.json:
-                        line_out(json.dumps(update_to_json(update), default=str))
+                        line_out(json.dumps(update_to_json(update), default=json_default))
                     else:
                         line_out(
                             f"{update.timestamp.isoformat()} {update.task_id} {describe(update)}"
