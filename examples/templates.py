@@ -3,6 +3,7 @@
 Serve them with ``requence-task local serve examples/templates.py``.
 """
 
+from requence_task import RequenceFile, RequenceStream
 from requence_task.local import Template, service
 
 
@@ -22,6 +23,33 @@ def shout(ctx):
     return {"message": ctx.node_data("greeter")["message"].upper()}
 
 
+def count_words(ctx):
+    # A file in the input is a RequenceFile: read it like any file.
+    text = ctx.input["document"].text()
+    counts = {}
+    for word in text.split():
+        counts[word.lower()] = counts.get(word.lower(), 0) + 1
+    report = "\n".join(f"{word}\t{n}" for word, n in sorted(counts.items()))
+    # A file in the output: the local Requence stores it and sends a reference.
+    return {
+        "words": len(text.split()),
+        "report": RequenceFile(
+            report.encode(), mime="text/tab-separated-values", name="report.tsv"
+        ),
+    }
+
+
+def export_lines(ctx):
+    text = ctx.input["document"].text()
+
+    def lines():
+        for number, line in enumerate(text.splitlines(), 1):
+            yield f"{number},{line}\n".encode()
+
+    # A stream in the output: readers get its bytes while it is written.
+    return {"lines": RequenceStream(lines(), mime="text/csv", name="lines.csv")}
+
+
 templates = [
     Template(
         "my-template",
@@ -38,6 +66,19 @@ templates = [
         result=lambda ctx: {
             "greeting": ctx.node_data("greeter")["message"],
             "shout": ctx.node_data("shouter")["message"],
+        },
+    ),
+    Template(
+        "word-count",
+        input_schema={"type": "object", "required": ["document"]},
+        nodes=[
+            service("counter", count_words),
+            service("exporter", export_lines),
+        ],
+        result=lambda ctx: {
+            "words": ctx.node_data("counter")["words"],
+            "report": ctx.node_data("counter")["report"],
+            "lines": ctx.node_data("exporter")["lines"],
         },
     ),
 ]

@@ -344,6 +344,15 @@ class Outbound:
     def _claim_check(self, text: str, path: str) -> dict[str, Any]:
         assert self._prepared.upload_url is not None
         data = text.encode("utf-8")
+        limit = self._prepared.max_file_size
+        if limit is not None and len(data) > limit:
+            raise self._error(
+                f"{path} is too large to send: the input is over this Requence's payload "
+                f"limit, and {path} is {human_size(len(data))} ({len(data)} bytes) as JSON, "
+                f"over its limit of {human_size(limit)} ({limit} bytes) per file as well; "
+                "the task was not started. Send it in a file, or in smaller parts.",
+                path,
+            )
         url, _, size = self._api.upload(
             self._prepared.upload_url,
             lambda: data,

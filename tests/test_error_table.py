@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import re
 import socket
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -31,6 +33,8 @@ import requence_task
 from requence_task import (
     Client,
     RequenceError,
+    RequenceFile,
+    RequenceStream,
     RetryPolicy,
     Task,
     Timeouts,
@@ -40,6 +44,7 @@ from requence_task import (
     watch_tasks,
 )
 from requence_task._cli import main
+from requence_task._files import frame as data_frame
 from requence_task._protocol import TOKEN_SEPARATOR
 from requence_task._token import _pack, _unpack, decode_access_token, encode_access_token
 from requence_task.local import LocalRequence
@@ -171,7 +176,7 @@ CLIENT_ROWS, SERVER_ROWS = parse(DOC.read_text(encoding="utf-8"))
 @dataclass
 class Ctx:
     server: LocalRequence
-    small: LocalRequence  # max_payload_size=10_000
+    small: LocalRequence  # max_payload_size=10_000, max_file_size=10_000
     client: Client
     ended: str  # a task of the default project that has ended successfully
     other_project_task: str  # a task of another project
@@ -204,7 +209,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def small() -> Iterator[LocalRequence]:
-    with LocalRequence(TEMPLATES, max_payload_size=10_000) as rq:
+    with LocalRequence(TEMPLATES, max_payload_size=10_000, max_file_size=10_000) as rq:
         yield rq
 
 
@@ -429,6 +434,83 @@ def input_too_large(ctx: Ctx) -> object:
         return Task("echo", LARGE_INPUT, client=client).finalized(timeout=WAIT)
 
 
+# Files and streams
+
+
+def _small_client(ctx: Ctx) -> Client:
+    return Client(ctx.small.access_token, retry=TINY_RETRY, timeouts=QUICK)
+
+
+def _a_file(size: int) -> str:
+    where = Path(tempfile.mkdtemp()) / "doc.bin"
+    where.write_bytes(b"x" * size)
+    return str(where)
+
+
+@case(
+    "file-too-large",
+    cli=lambda ctx: Cli(
+        ["run", "echo", "--file", f"doc={_a_file(20_000)}"], token=ctx.small.access_token
+    ),
+)
+def file_too_large(ctx: Ctx) -> object:
+    with _small_client(ctx) as client:
+        return Task("echo", {"doc": RequenceFile(b"x" * 20_000)}, client=client).finalized(
+            timeout=WAIT
+        )
+
+
+@case("file-path-missing", cli=run_with("echo", "--file", "doc=no-such.pdf"))
+def file_path_missing(ctx: Ctx) -> object:
+    return RequenceFile.from_path("no-such.pdf")
+
+
+@case("file-of-text")
+def file_of_text(ctx: Ctx) -> object:
+    return RequenceFile("some text")  # type: ignore[arg-type]
+
+
+@case("file-mime-malformed")
+def file_mime_malformed(ctx: Ctx) -> object:
+    return RequenceFile(b"%PDF", mime="pdf")
+
+
+@case("stream-twice")
+def stream_twice(ctx: Ctx) -> object:
+    rows = RequenceStream(iter([b"a"]))
+    return Task("echo", {"a": rows, "b": rows}, client=ctx.client)
+
+
+@case("stream-already-sent")
+def stream_already_sent(ctx: Ctx) -> object:
+    rows = RequenceStream(iter([b"a"]))
+    Task("echo", {"rows": rows}, client=ctx.client).finalized(timeout=WAIT)
+    return Task("echo", {"rows": rows}, client=ctx.client)
+
+
+@case("stream-raises")
+def stream_raises(ctx: Ctx) -> object:
+    def rows() -> Iterator[bytes]:
+        yield b"a,b\n"
+        raise OSError("disk gone")
+
+    return Task("echo", {"rows": RequenceStream(rows())}, client=ctx.client).finalized(timeout=WAIT)
+
+
+@case("stream-too-large")
+def stream_too_large(ctx: Ctx) -> object:
+    rows = RequenceStream(iter([b"x" * 1000] * 20))
+    with _small_client(ctx) as client:
+        return Task("echo", {"rows": rows}, client=client).finalized(timeout=WAIT)
+
+
+@case("stream-read-twice")
+def stream_read_twice(ctx: Ctx) -> object:
+    rows = RequenceStream(iter([b"a"]))
+    rows.read()
+    return rows.read()
+
+
 @case("input-fails-the-schema", cli=run_with("greet", "--input", '{"name": 5}'))
 def input_fails_the_schema(ctx: Ctx) -> object:
     return Task("greet", {"name": 5}, client=ctx.client).finalized(timeout=WAIT)
@@ -576,6 +658,127 @@ def answer_trickled(ctx: Ctx) -> object:
         ) as client,
     ):
         return Task("echo", client=client).task_id(timeout=WAIT)
+
+
+def _ended_with(result: object) -> Callable[[Handler, dict[str, object]], None]:
+    def watch(handler: Handler, body: dict[str, object]) -> None:
+        handler.stream(
+            frame(1, "taskStart", update(input=None)),
+            frame(2, "taskEnd", update(result=result, exit=None, requireAck=False)),
+        )
+
+    return watch
+
+
+def _refusing(status: int) -> Callable[[Handler, dict[str, object]], None]:
+    def answer(handler: Handler, body: dict[str, object]) -> None:
+        handler.read_body()
+        handler.send_bytes(status, b"no", "text/plain")
+
+    return answer
+
+
+def _client_of(hostile: Hostile) -> Client:
+    return Client(hostile.access_token, shared_stream=False, timeouts=QUICK, retry=TINY_RETRY)
+
+
+def _result_of(hostile: Hostile, client: Client, build: Callable[[str], object]) -> Any:
+    hostile.scripts["watch"].append(_ended_with(build(hostile.base_url)))
+    return Task("echo", client=client).result(timeout=WAIT).result
+
+
+_TAG = "__REQUENCE_type"
+
+
+@case("upload-answer-malformed")
+def upload_answer_malformed(ctx: Ctx) -> object:
+    def upload(handler: Handler, body: dict[str, object]) -> None:
+        handler.read_body()
+        handler.send_json(200, {"mime": "x/y", "size": 1})
+
+    with (
+        Hostile(files=True, upload=upload) as hostile,
+        Client(hostile.access_token, timeouts=QUICK) as client,
+    ):
+        return Task("echo", {"doc": RequenceFile(b"x")}, client=client).finalized(timeout=WAIT)
+
+
+@case("file-gone")
+def file_gone(ctx: Ctx) -> object:
+    routes = {"/files/f/gone": _refusing(404)}
+    with Hostile(files=True, file_routes=routes) as hostile, _client_of(hostile) as client:
+        result = _result_of(
+            hostile,
+            client,
+            lambda base: {
+                "doc": {
+                    _TAG: "RequenceFile",
+                    "url": f"{base}/files/f/gone",
+                    "mime": "a/b",
+                    "size": 1,
+                }
+            },
+        )
+        return result["doc"].read()
+
+
+@case("file-truncated")
+def file_truncated(ctx: Ctx) -> object:
+    with Hostile(files=True) as hostile, _client_of(hostile) as client:
+        url = hostile.store(b"abc")
+        result = _result_of(
+            hostile,
+            client,
+            lambda base: {"doc": {_TAG: "RequenceFile", "url": url, "mime": "a/b", "size": 10}},
+        )
+        return result["doc"].read()
+
+
+@case("stream-stopped-early")
+def stream_stopped_early(ctx: Ctx) -> object:
+    def stopped(handler: Handler, body: dict[str, object]) -> None:
+        handler.send_response(200)
+        handler.send_header("x-requence-stream-protocol", "framed")
+        payload = data_frame(0, b"a,b\n") + data_frame(2, b"exporter died")
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
+
+    with (
+        Hostile(files=True, file_routes={"/files/f/s": stopped}) as hostile,
+        _client_of(hostile) as client,
+    ):
+        result = _result_of(
+            hostile,
+            client,
+            lambda base: {
+                "rows": {_TAG: "RequenceStream", "url": f"{base}/files/f/s", "mime": "a/b"}
+            },
+        )
+        return result["rows"].read()
+
+
+@case("claim-check-unreadable")
+def claim_check_unreadable(ctx: Ctx) -> object:
+    with (
+        Hostile(files=True, file_routes={"/files/f/gone": _refusing(404)}) as hostile,
+        _client_of(hostile) as client,
+    ):
+        result = _result_of(
+            hostile,
+            client,
+            lambda base: {"rows": {_TAG: "ClaimCheck", "url": f"{base}/files/f/gone", "size": 9}},
+        )
+        return result
+
+
+@case("callback-called")
+def callback_called(ctx: Ctx) -> object:
+    with Hostile(files=True) as hostile, _client_of(hostile) as client:
+        result = _result_of(
+            hostile, client, lambda base: {"call": {_TAG: "RequenceCallback", "lifetime": "task"}}
+        )
+        return result["call"]()
 
 
 @case("terminal-update-malformed")
@@ -820,6 +1023,7 @@ def test_the_page_has_every_section_and_enough_rows() -> None:
         "Access tokens",
         "Templates",
         "Inputs",
+        "Files and streams",
         "Priorities",
         "Time-outs",
         "Task ids, and the functions by id",
