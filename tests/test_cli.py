@@ -296,6 +296,55 @@ def test_run_input_from_file(cli: Cli, tmp_path: Path) -> None:
     assert lines[-1]["result"] == {"message": "Hello, Bo!"}
 
 
+def test_run_file_puts_a_file_into_the_input_and_get_saves_it(cli: Cli, tmp_path: Path) -> None:
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(b"%PDF-1.7 " + bytes(range(256)))
+    code, out, err = cli(
+        "run",
+        "echo",
+        "--input",
+        '{"n": 1}',
+        "--file",
+        f"doc={scan}",
+        "--file",
+        f"a.b={scan}",
+        "--json",
+    )
+    assert (code, err) == (0, "")
+    lines = [json.loads(line) for line in out.splitlines()]
+    shown = {
+        "__REQUENCE_type": "RequenceFile",
+        "mime": "application/pdf",
+        "size": 265,
+        "name": "scan.pdf",
+    }
+    assert lines[0]["input"] == {"n": 1, "doc": shown, "a": {"b": shown}}  # no URL
+    assert "/files/" not in out
+    task_id = lines[-1]["taskId"]
+    folder = tmp_path / "saved"
+    code, out, err = cli("get", task_id, "--save-files", str(folder))
+    assert code == 0, err
+    names = sorted(path.name for path in folder.iterdir())
+    assert "input.doc.pdf" in names and "input.a.b.pdf" in names
+    assert "nodes.echo.data.input.doc.pdf" in names
+    assert (folder / "input.doc.pdf").read_bytes() == scan.read_bytes()
+    assert "saved input.doc to" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--file", "doc"], "--file takes KEY=PATH"),
+        (["--file", "=x"], "--file takes KEY=PATH"),
+        (["--file", "doc=no-such-file.pdf"], "cannot read 'no-such-file.pdf'"),
+        (["--input", "[1]", "--file", "doc=x"], "needs the input to be a JSON object"),
+    ],
+)
+def test_run_bad_file_options_exit_2(cli: Cli, args: list[str], message: str) -> None:
+    code, out, err = cli("run", "echo", *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
