@@ -341,7 +341,7 @@ def test_run_file_puts_a_file_into_the_input_and_get_saves_it(cli: Cli, tmp_path
     ],
 )
 def test_run_bad_file_options_exit_2(cli: Cli, args: list[str], message: str) -> None:
-    code, out, err = cli("run", "echo", *args)
+    code, _out, err = cli("run", "echo", *args)
     assert code == 2 and message in err and "Traceback" not in err
 
 
