@@ -582,4 +582,3 @@ def file_html(item: RequenceFile | RequenceStream) -> str:
     size = human_size(item.size) if isinstance(item, RequenceFile) else "size unknown"
     name = f"<b>{escape(item.name)}</b> · " if item.name else ""
     return f"<span>{name}{kind} · <code>{escape(item.mime)}</code> · {size}</span>"
-

@@ -30,6 +30,7 @@ except ImportError as err:  # pragma: no cover - depends on the install
         "requence_task.local needs the 'local' extra: pip install 'requence_task[local]'"
     ) from err
 
+from .._files import RequenceFile, RequenceStream
 from ._faults import Faults
 from ._server import DEFAULT_PROJECT, LocalRequence
 from ._templates import NodeContext, Output, TaskAbortedSignal, Template, service
@@ -40,6 +41,8 @@ __all__ = [
     "LocalRequence",
     "NodeContext",
     "Output",
+    "RequenceFile",
+    "RequenceStream",
     "TaskAbortedSignal",
     "Template",
     "service",

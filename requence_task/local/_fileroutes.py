@@ -180,7 +180,8 @@ async def download(context: Context, request: Request, project: str) -> Response
     if row is None:
         raise ApiError(404, _NO_SUCH_URL)
     if row.kind == "file":
-        return FileResponse(files.path(file_id), media_type=row.mime)
+        # The type exactly as stored (no charset added).
+        return FileResponse(files.path(file_id), headers={"content-type": row.mime})
     framed = request.headers.get(STREAM_PROTOCOL_HEADER, "").strip().lower() == (
         STREAM_PROTOCOL_FRAMED
     )
@@ -213,8 +214,10 @@ class LiveStream(StreamingResponse):
     truncated frame) or raw (aborted without its final chunk if truncated)."""
 
     def __init__(self, files: FileStore, file_id: str, mime: str, *, framed: bool) -> None:
-        headers = {STREAM_PROTOCOL_HEADER: STREAM_PROTOCOL_FRAMED} if framed else None
-        super().__init__(_empty(), media_type=mime, headers=headers)
+        headers = {"content-type": mime}
+        if framed:
+            headers[STREAM_PROTOCOL_HEADER] = STREAM_PROTOCOL_FRAMED
+        super().__init__(_empty(), headers=headers)
         self.files = files
         self.file_id = file_id
         self.framed = framed
