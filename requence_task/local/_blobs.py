@@ -62,6 +62,10 @@ class TooLarge(Exception):
         self.limit = limit
 
 
+class StreamClosed(Exception):
+    """The stream was ended under its writer (the server stops, or its task was deleted)."""
+
+
 @attrs.define
 class _Live:
     """A stream being written, as its readers see it."""
@@ -91,7 +95,10 @@ class StreamWriter:
             raise error
         self._out.write(chunk)
         self.size += len(chunk)
-        self._files._grew(self.row.id, self.size)
+        if not self._files._grew(self.row.id, self.size):
+            self.done = True
+            self._out.close()
+            raise StreamClosed("the stream was ended: the local Requence stopped or deleted it")
 
     def finish(self) -> None:
         self._end(FILE_COMPLETE, None)
@@ -239,12 +246,15 @@ class FileStore:
             self._changed.notify_all()
         return StreamWriter(self, row, self.max_file_size if limit is None else limit)
 
-    def _grew(self, file_id: str, size: int) -> None:
+    def _grew(self, file_id: str, size: int) -> bool:
+        """Record what was written; ``False`` if the stream may not go on."""
         with self._changed:
             live = self._live.get(file_id)
-            if live is not None:
-                live.size = size
+            if live is None or live.state != FILE_OPEN:
+                return False
+            live.size = size
             self._changed.notify_all()
+            return True
 
     def _ended(self, file_id: str, state: str, size: int, reason: str | None) -> None:
         with self._changed:

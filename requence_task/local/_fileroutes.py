@@ -44,7 +44,7 @@ from .._protocol import (
     STREAM_PROTOCOL_FRAMED,
     STREAM_PROTOCOL_HEADER,
 )
-from ._blobs import FileStore, StreamWriter, TooLarge
+from ._blobs import FileStore, StreamClosed, StreamWriter, TooLarge
 from ._context import Context
 from ._endpoint import Handler, route
 from ._engine import ApiError
@@ -164,6 +164,8 @@ async def _write_body(request: Request, writer: StreamWriter) -> None:
             writer.write(chunk)
     except TooLarge as err:
         raise _too_large(err.limit) from None
+    except StreamClosed as err:
+        raise ApiError(STATUS_CONFLICT, str(err)) from None
     except ClientDisconnect:
         writer.truncate(DISCONNECT_REASON)
         raise ApiError(400, DISCONNECT_REASON) from None
