@@ -30,6 +30,10 @@ except ImportError as err:  # pragma: no cover - depends on the install
         "requence_task.local needs the 'local' extra: pip install 'requence_task[local]'"
     ) from err
 
+# The file objects that nodes get and send; the client package documents them
+# (re-exported here, outside ``__all__``, for templates' convenience).
+from .._files import RequenceFile as RequenceFile
+from .._files import RequenceStream as RequenceStream
 from ._faults import Faults
 from ._server import DEFAULT_PROJECT, LocalRequence
 from ._templates import NodeContext, Output, TaskAbortedSignal, Template, service

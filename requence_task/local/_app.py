@@ -45,6 +45,7 @@ from ._context import Context
 from ._endpoint import Handler, route
 from ._engine import ApiError
 from ._feed import feed
+from ._fileroutes import file_routes
 from ._pages import page_routes
 
 _WATCH_BODY_LIMIT = 64 * 1024
@@ -73,6 +74,8 @@ def build_app(context: Context) -> Starlette:
             api(ACK_ROUTE, "ack", ack, "POST"),
             api(TYPES_PATH, "types", types, "GET"),
             api(GET_ROUTE, "get", get, "GET"),
+            # The files service (capability URLs, no token).
+            *file_routes(context),
             # The browser pages: the task list at /, and each task's live page.
             *page_routes(context),
         ],
@@ -91,6 +94,7 @@ async def prepare(context: Context, request: Request, project: str) -> Response:
             "taskId": task.id,
             "finalizeUrl": config.base_url + finalize_path(task.id),
             "branch": task.branch,
+            "fileUrls": context.files.file_urls(task.id),
             "limits": {
                 "maxPayloadSize": config.max_payload_size,
                 "maxFileSize": config.max_file_size,

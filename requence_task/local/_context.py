@@ -12,6 +12,7 @@ import threading
 
 import attrs
 
+from ._blobs import FileStore
 from ._engine import Engine
 from ._faults import Faults
 from ._hub import Hub
@@ -56,7 +57,7 @@ class Config:
     max_payload_size: int
     """Largest finalize body accepted, in bytes."""
     max_file_size: int
-    """Reported to clients in prepare's ``limits``."""
+    """Largest file or stream body accepted, in bytes (413 above); in prepare's ``limits``."""
 
 
 @attrs.frozen
@@ -73,3 +74,8 @@ class Context:
     def store(self) -> Store:
         """The engine's store (the one the server opened)."""
         return self.engine.store
+
+    @property
+    def files(self) -> FileStore:
+        """The engine's files service (bytes on disk next to the store)."""
+        return self.engine.files

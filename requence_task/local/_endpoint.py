@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from .._protocol import FILES_PREFIX
 from ._context import Context
 from ._engine import ApiError
 
@@ -23,6 +24,11 @@ log = logging.getLogger("requence_task.local")
 
 Handler = Callable[[Context, Request, str], Awaitable[Response]]
 """A route's handler: ``(context, request, project)``; the project is ``""`` without auth."""
+
+
+def shown_path(path: str) -> str:
+    """What the log shows of a path: a files URL is a secret, so only ``/files/…``."""
+    return f"{FILES_PREFIX}…" if path.startswith(FILES_PREFIX) else path
 
 
 def route(
@@ -50,12 +56,12 @@ def route(
         except ApiError as err:
             response = PlainTextResponse(err.message, err.status)
         except Exception:
-            log.exception("%s %s failed", request.method, request.url.path)
+            log.exception("%s %s failed", request.method, shown_path(request.url.path))
             response = PlainTextResponse("Internal error of the local Requence; see its log.", 500)
         log.debug(
             "%s %s -> %d (%.1f ms)",
             request.method,
-            request.url.path,
+            shown_path(request.url.path),
             response.status_code,
             (time.perf_counter() - started) * 1000,
         )

@@ -21,6 +21,16 @@ from typing import Any
 
 import attrs
 
+from .._errors import ClaimCheckError, RequenceError
+from .._files import (
+    RequenceCallback,
+    RequenceFile,
+    RequenceStream,
+    claim_stream,
+    file_data,
+    remote_url,
+    stream_chunks,
+)
 from .._protocol import (
     AWAITING_DELIVERY,
     FAILED,
@@ -31,16 +41,27 @@ from .._protocol import (
     NODE_START,
     NODE_UPDATE,
     PENDING,
+    REFERENCE_TAG,
     RUNNING,
     STATUS_ABORTED_BEFORE_FINALIZE,
     STATUS_CONFLICT,
     STOPPED,
     SUCCESSFUL,
+    TAG_CLAIM_CHECK,
     TASK_ABORTED,
     TASK_END,
     TASK_ERROR,
     TASK_START,
 )
+from .._wire import (
+    Hydrator,
+    claim_check_reference,
+    dehydrate,
+    file_reference,
+    has_objects,
+    stream_reference,
+)
+from ._blobs import FileStore, StreamWriter, TooLarge
 from ._hub import Hub
 from ._store import ENDED_STATUSES, Store, TaskRow
 from ._templates import NodeContext, Output, Template
@@ -86,8 +107,13 @@ class Engine:
         templates: Mapping[str, Template],
         *,
         concurrency: int,
+        files: FileStore,
+        max_payload_size: int,
     ) -> None:
         self.store = store
+        self.files = files
+        self.max_payload_size = max_payload_size
+        self.hydrate = Hydrator(files.opener, files.claim_check)
         self.hub = hub
         self.templates = dict(templates)
         self.concurrency = concurrency
@@ -225,8 +251,9 @@ class Engine:
         if template is None:
             raise ApiError(422, f"The template {task.template!r} is no longer defined.")
         self._check_state_for_finalize(task)
+        checked = self._claim_checks_resolved(input)
         if template.validator is not None:
-            error = _first_error(template.validator, input)
+            error = _first_error(template.validator, checked)
             if error is not None:
                 raise ApiError(422, error)
         input_json = _json_text(input, "the input")
@@ -247,6 +274,26 @@ class Engine:
             self._emit(task, TASK_START, {"input": input})
             self._enqueue(task_id, priority, self._seq)
         return task
+
+    def _claim_checks_resolved(self, input: Any) -> Any:
+        """The input with its claim checks fetched (the input itself, or its
+        top-level values), for the schema; 422 for one that cannot be read."""
+
+        def resolve(value: Any, path: str) -> Any:
+            if not (isinstance(value, dict) and value.get(REFERENCE_TAG) == TAG_CLAIM_CHECK):
+                return value
+            url = value.get("url")
+            if not isinstance(url, str) or not url:
+                raise ApiError(422, f"{path}: a ClaimCheck reference without a usable url.")
+            try:
+                return self.files.claim_check(url, path)
+            except ClaimCheckError as err:
+                raise ApiError(422, f"The input's claim check cannot be resolved: {err}") from None
+
+        input = resolve(input, "input")
+        if isinstance(input, dict):
+            return {key: resolve(value, f"input.{key}") for key, value in input.items()}
+        return input
 
     def _check_state_for_finalize(self, task: TaskRow) -> None:
         if task.status == IDLE:
@@ -300,6 +347,7 @@ class Engine:
                 ended_before=now - retention, prepared_before=now - prepare_ttl
             )
             self._ended.difference_update(deleted)
+        self.files.delete_tasks(deleted)
         return deleted
 
     # --- scheduling ---------------------------------------------------------
@@ -339,9 +387,13 @@ class Engine:
 
     def _run(self, task: TaskRow, run: _Run) -> None:
         template = self.templates[task.template]
-        ctx = NodeContext(
-            task_id=task.id, input=task.input, name=task.name, abort_event=run.abort_event
-        )
+        try:
+            input = self.hydrate(task.input, "input")
+        except RequenceError as err:
+            reason = f"the task's input cannot be read: {err}"
+            self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": reason})
+            return
+        ctx = NodeContext(task_id=task.id, input=input, name=task.name, abort_event=run.abort_event)
         last_data: Any = None
         for node in template.order:
             if run.abort_event.is_set():
@@ -367,11 +419,13 @@ class Engine:
                         output = None
                         if isinstance(item, Output):
                             output, item = item.name, item.data
-                        _json_text(item, f"node {node.alias!r} produced data that")
+                        sent, item = self._outbound(
+                            task, item, f"nodes.{node.alias}.data", f"node {node.alias!r}"
+                        )
                         if not self._emit(
                             task,
                             NODE_UPDATE,
-                            {"node": info, "data": item, "output": output},
+                            {"node": info, "data": sent, "output": output},
                             node.alias,
                         ):
                             return
@@ -406,7 +460,7 @@ class Engine:
             return
         try:
             result = template.result(ctx) if template.result is not None else last_data
-            _json_text(result, "the template's result")
+            result, _ = self._outbound(task, result, "result", "the template's result")
         except BaseException as err:
             if run.abort_event.is_set():
                 return
@@ -414,6 +468,65 @@ class Engine:
             self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": reason})
             return
         self._emit_terminal(task, TASK_END, SUCCESSFUL, {"result": result, "exit": None})
+
+    # --- files in what nodes send ---------------------------------------------
+
+    def _outbound(self, task: TaskRow, value: Any, path: str, what: str) -> tuple[Any, Any]:
+        """``(what goes on the wire, what later nodes see)`` of a node's data or a
+        result: files and streams stored and replaced by references, the whole
+        sent as a claim check when its compact JSON is over ``max_payload_size``."""
+        if has_objects(value):
+            value = dehydrate(value, lambda item, where: self._reference(task, item), path)
+        text = _json_text(value, f"{what} produced data that")
+        seen = self.hydrate(value, path) if '"' + REFERENCE_TAG + '"' in text else value
+        raw = text.encode("utf-8")
+        if len(raw) <= self.max_payload_size:
+            return value, seen
+        row = self.files.put(task.id, [raw], "application/json")
+        return claim_check_reference(self.files.url(row.id), len(raw)), seen
+
+    def _reference(self, task: TaskRow, item: object) -> object:
+        """The reference of one file, stream or callback that a node sends."""
+        if isinstance(item, RequenceCallback):
+            return item.raw
+        assert isinstance(item, (RequenceFile, RequenceStream))
+        url = remote_url(item)
+        if isinstance(item, RequenceFile):
+            if url is not None:
+                return file_reference(url, item.mime, item.size, item.name)
+            data = file_data(item)
+            try:
+                row = self.files.put(
+                    task.id, [data] if data is not None else item.iter_bytes(), item.mime, item.name
+                )
+            except TooLarge as err:
+                raise ValueError(str(err)) from None
+            assert row.size is not None
+            return file_reference(self.files.url(row.id), row.mime, row.size, row.name)
+        if url is not None:
+            return stream_reference(url, item.mime, item.name)
+        claim_stream(item)
+        row = self.files.register_stream(task.id, item.mime, item.name)
+        writer = self.files.begin_stream(row.id)
+        assert writer is not None
+        threading.Thread(
+            target=_pump,
+            args=(writer, stream_chunks(item)),
+            name=f"requence-local-stream-{task.id[:8]}",
+            daemon=True,
+        ).start()
+        return stream_reference(self.files.url(row.id), row.mime, row.name)
+
+
+def _pump(writer: StreamWriter, chunks: Any) -> None:
+    """Copy a node's local stream into its live stream; an error truncates it."""
+    try:
+        for chunk in chunks:
+            writer.write(chunk)
+    except BaseException as err:
+        writer.truncate(_describe(err))
+        return
+    writer.finish()
 
 
 def _describe(err: BaseException) -> str:

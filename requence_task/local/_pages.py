@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from .._files import human_size
 from .._fold import ContextFolder, Node, NodeFold
 from .._protocol import (
     ASSET_ROUTE,
@@ -53,10 +54,14 @@ from .._protocol import (
     PAGE_ABORT_ROUTE,
     PAGE_EVENTS_ROUTE,
     PENDING,
+    REFERENCE_TAG,
     RUNNING,
     SHOW_ROUTE,
     STOPPED,
     SUCCESSFUL,
+    TAG_CLAIM_CHECK,
+    TAG_FILE,
+    TAG_STREAM,
     TASK_ABORTED,
     TASK_END,
     TASK_ERROR,
@@ -68,6 +73,7 @@ from .._protocol import (
     show_path,
 )
 from .._states import NODE_FAILED, NODE_RUNNING
+from .._wire import key_path
 from ._context import Context
 from ._endpoint import Handler, route
 from ._engine import ApiError
@@ -467,6 +473,7 @@ def render_task(view: TaskView) -> str:
         f'<p id="no-nodes" class="muted"{" hidden" if view.nodes else ""}>'
         "No node has started yet.</p></section>"
         f"<section><h2>Result</h2>{result}</section>"
+        f"{_files_section(view)}"
         "<section><h2>Updates</h2>"
         f'<p class="muted">The latest {LOG_LIMIT} at most, oldest first'
         f"{f'; {older} older ones are not listed' if older > 0 else ''}.</p>"
@@ -474,6 +481,58 @@ def render_task(view: TaskView) -> str:
         "</main>"
     )
     return _document(f"{task.template} · task {task.id} · local Requence", body, script=True)
+
+
+def task_files(view: TaskView) -> list[tuple[str, str, str, str, str]]:
+    """``(where, kind, type, size, url)`` of every file, stream and claim check that
+    the task's input, its nodes' latest data and its result refer to."""
+    found: list[tuple[str, str, str, str, str]] = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, key_path(where, index))
+        elif isinstance(value, dict):
+            tag = value.get(REFERENCE_TAG)
+            url = value.get("url")
+            if tag in (TAG_FILE, TAG_STREAM, TAG_CLAIM_CHECK) and isinstance(url, str):
+                size = value.get("size")
+                kind = {TAG_FILE: "file", TAG_STREAM: "stream", TAG_CLAIM_CHECK: "claim check"}
+                mime = value.get("mime") if tag != TAG_CLAIM_CHECK else "application/json"
+                found.append(
+                    (
+                        where,
+                        kind[str(tag)],
+                        str(mime),
+                        human_size(size) if isinstance(size, int) else "size unknown",
+                        url,
+                    )
+                )
+                return
+            for key, item in value.items():
+                walk(item, key_path(where, str(key)))
+
+    walk(view.task.input, "input")
+    for alias, node in view.nodes.items():
+        if node.has_data:
+            walk(node.data, key_path("nodes", alias))
+    if view.has_result:
+        walk(view.result, "result")
+    return found
+
+
+def _files_section(view: TaskView) -> str:
+    rows = "".join(
+        f"<tr><td><code>{_e(where)}</code></td><td>{_e(kind)}</td><td><code>{_e(mime)}</code>"
+        f'</td><td>{_e(size)}</td><td><a href="{_e(url)}" download>download</a></td></tr>'
+        for where, kind, mime, size, url in task_files(view)
+    )
+    if not rows:
+        return '<section><h2>Files</h2><p id="no-files" class="muted">No files.</p></section>'
+    return (
+        '<section><h2>Files</h2><table id="files"><thead><tr><th>Where</th><th>Kind</th>'
+        f"<th>Type</th><th>Size</th><th></th></tr></thead><tbody>{rows}</tbody></table></section>"
+    )
 
 
 def render_not_found() -> str:

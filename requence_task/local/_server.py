@@ -12,8 +12,10 @@ from types import TracebackType
 
 import uvicorn
 
+from .._protocol import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PAYLOAD_SIZE
 from .._token import encode_access_token
 from ._app import build_app
+from ._blobs import FileStore
 from ._context import Config, Context, Projects
 from ._engine import Engine
 from ._faults import Faults
@@ -50,8 +52,11 @@ class LocalRequence:
         cleanup_interval: How often cleanup runs; by default from ``retention``.
         keepalive_interval: Seconds of silence after which a stream gets a
             ``: keep-alive`` comment.
-        max_payload_size: Largest finalize body accepted, in bytes (413 above).
-        max_file_size: Reported to clients in prepare's ``limits``.
+        max_payload_size: Largest finalize body accepted, in bytes (413 above);
+            node data and results larger than this (as compact JSON) are sent
+            as claim checks. 4 MiB by default.
+        max_file_size: Largest file or stream accepted by the files service,
+            in bytes (413 above). 100 MiB by default.
 
     Example:
         >>> from requence_task.local import LocalRequence, Template, service
@@ -73,8 +78,8 @@ class LocalRequence:
         prepare_ttl: float | timedelta = timedelta(minutes=10),
         cleanup_interval: float | timedelta | None = None,
         keepalive_interval: float | timedelta = 15.0,
-        max_payload_size: int = 10 * 1024 * 1024,
-        max_file_size: int = 100 * 1024 * 1024,
+        max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
     ) -> None:
         by_name: dict[str, Template] = {}
         for template in templates:
@@ -190,7 +195,15 @@ class LocalRequence:
         self._store = Store(self.db)
         self._projects = Projects(self._store)
         self.hub = Hub()
-        self._engine = Engine(self._store, self.hub, self.templates, concurrency=self.concurrency)
+        files = FileStore(self._store, base_url=self.base_url, max_file_size=self.max_file_size)
+        self._engine = Engine(
+            self._store,
+            self.hub,
+            self.templates,
+            concurrency=self.concurrency,
+            files=files,
+            max_payload_size=self.max_payload_size,
+        )
         self.bearer_for(DEFAULT_PROJECT)
         config = uvicorn.Config(
             build_app(self._context()),
@@ -266,6 +279,8 @@ class LocalRequence:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+        if self._engine is not None:
+            self._engine.files.close()
         if self._store is not None:
             self._store.close()
             self._store = None

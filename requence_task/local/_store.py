@@ -12,7 +12,7 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -58,7 +58,29 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_task ON events (task_id, position);
 CREATE INDEX IF NOT EXISTS events_project ON events (project, position);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    mime TEXT NOT NULL,
+    name TEXT,
+    size INTEGER,
+    state TEXT NOT NULL,
+    reason TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_task ON files (task_id);
 """
+
+FILE_KINDS = ("file", "stream")
+FILE_REGISTERED = "registered"  # a stream without its body yet
+FILE_OPEN = "open"  # a stream being written
+FILE_COMPLETE = "complete"
+FILE_TRUNCATED = "truncated"
 
 
 @attrs.frozen
@@ -101,6 +123,24 @@ _TASK_COLUMNS = (
 
 
 _EVENT_COLUMNS = "position, task_id, project, type, data, created_at"
+
+
+@attrs.frozen
+class FileRow:
+    """One file or stream of the files service (its bytes are on disk, see ``_blobs``)."""
+
+    id: str
+    task_id: str
+    kind: str
+    mime: str
+    name: str | None
+    size: int | None
+    state: str
+    reason: str | None
+    created_at: float
+
+
+_FILE_COLUMNS = "id, task_id, kind, mime, name, size, state, reason, created_at"
 
 
 def _task_row(row: Sequence[Any]) -> TaskRow:
@@ -160,6 +200,80 @@ class Store:
         """Every bearer token and the project it belongs to."""
         with self._lock:
             return dict(self._db.execute("SELECT bearer, name FROM projects").fetchall())
+
+    def setting(self, name: str, make: Callable[[], str]) -> str:
+        """A server setting kept in the database (made by ``make`` on first use)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return str(row[0])
+            value = make()
+            self._db.execute("INSERT INTO settings (name, value) VALUES (?, ?)", (name, value))
+            return value
+
+    # --- files --------------------------------------------------------------
+
+    def insert_file(self, row: FileRow) -> None:
+        with self._lock:
+            self._db.execute(
+                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                attrs.astuple(row),
+            )
+
+    def file(self, file_id: str) -> FileRow | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?", (file_id,)
+            ).fetchone()
+        return None if row is None else FileRow(*row)
+
+    def task_files(self, task_id: str) -> list[FileRow]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE task_id = ? ORDER BY created_at",
+                (task_id,),
+            ).fetchall()
+        return [FileRow(*row) for row in rows]
+
+    def files_in_state(self, state: str) -> list[FileRow]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE state = ?", (state,)
+            ).fetchall()
+        return [FileRow(*row) for row in rows]
+
+    def set_file_state(
+        self, file_id: str, state: str, *, size: int | None = None, reason: str | None = None
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE files SET state = ?, size = COALESCE(?, size), reason = ? WHERE id = ?",
+                (state, size, reason, file_id),
+            )
+
+    def claim_stream(self, file_id: str) -> bool:
+        """Mark a registered stream as being written; ``False`` if it was not registered."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE files SET state = ? WHERE id = ? AND kind = 'stream' AND state = ?",
+                (FILE_OPEN, file_id, FILE_REGISTERED),
+            )
+            return cursor.rowcount == 1
+
+    def delete_task_files(self, task_ids: Iterable[str]) -> list[str]:
+        """Forget the files of these tasks; returns their ids (the bytes are the caller's)."""
+        wanted = list(task_ids)
+        found: list[str] = []
+        with self._lock:
+            for task_id in wanted:
+                found.extend(
+                    row[0]
+                    for row in self._db.execute(
+                        "SELECT id FROM files WHERE task_id = ?", (task_id,)
+                    )
+                )
+                self._db.execute("DELETE FROM files WHERE task_id = ?", (task_id,))
+        return found
 
     # --- tasks --------------------------------------------------------------
 

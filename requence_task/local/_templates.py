@@ -180,7 +180,9 @@ class NodeContext:
 
     Attributes:
         task_id: The task's id.
-        input: The task's input, as validated at finalize.
+        input: The task's input, as validated at finalize, with its files and
+            streams as ``RequenceFile`` / ``RequenceStream`` objects and its claim
+            checks fetched.
         name: The task's name, or ``None``.
         alias: The alias of the running node (``None`` in ``result``).
     """

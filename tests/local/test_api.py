@@ -142,7 +142,7 @@ def test_prepare_answers_id_absolute_finalize_url_branch_and_limits(
         "maxPayloadSize": server.max_payload_size,
         "maxFileSize": server.max_file_size,
     }
-    assert body["limits"]["maxPayloadSize"] == 10 * 1024 * 1024
+    assert body["limits"]["maxPayloadSize"] == 4 * 1024 * 1024
     assert body["limits"]["maxFileSize"] == 100 * 1024 * 1024
     # The task exists now, idle, and a second prepare gives another task.
     info = api.task(task_id)
