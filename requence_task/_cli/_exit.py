@@ -28,6 +28,7 @@ def exit_code(err: BaseException) -> int:
         TaskError,
         TaskFailedError,
         TaskNotFoundError,
+        UploadError,
     )
 
     if isinstance(err, AuthenticationError):
@@ -38,6 +39,8 @@ def exit_code(err: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(err, (TaskFailedError, TaskAbortedError)):
         return EXIT_FAILED
+    if isinstance(err, UploadError) and (err.status is None or 400 <= err.status < 500):
+        return EXIT_USAGE  # the input could not be sent as it is (too large, say)
     if isinstance(err, TaskError) and err.status is not None and 400 <= err.status < 500:
         return EXIT_USAGE  # input rejected, or nothing to abort (409)
     return EXIT_FAILED
