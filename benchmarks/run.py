@@ -54,6 +54,9 @@ LATENCY_WALL_VS_OFFICIAL = 1.2
 LATENCY_THREADS_VS_OFFICIAL = 0.25
 STREAM_VS_SSECLIENT = 0.8
 THROUGHPUT_PER_S = 500.0
+# Targets of issue 13 (files).
+FILES_VS_PLAIN = 0.8
+FILES_RSS_GROWTH_MB = 32.0
 
 
 class Sizes:
@@ -65,6 +68,7 @@ class Sizes:
         self.in_flight = args.in_flight or (100 if quick else 1000)
         self.stream = args.stream_updates or (10_000 if quick else 100_000)
         self.stream_rounds = 1 if quick else 3
+        self.files_mb = 50 if quick else 200
         self.throughput_seconds = 3.0 if quick else 10.0
         self.reps = args.reps or (1 if quick else 3)
         self.timeout = 300.0 if quick else 900.0
@@ -113,6 +117,12 @@ PLAN = [
         lambda s: ["stream", "--n", str(s.stream), "--rounds", str(s.stream_rounds)],
         reps=lambda s: 1,
         what="node updates of one ended task: ours vs sseclient-py",
+    ),
+    Job(
+        "files",
+        lambda s: ["files", "--n", str(s.files_mb), "--rounds", str(s.stream_rounds)],
+        reps=lambda s: 1,
+        what="upload and download of one file: ours vs plain requests",
     ),
     Job(
         "throughput",
@@ -490,6 +500,34 @@ def build_rows(results: dict[str, dict[str, Any]], official_note: str) -> list[d
             status="",
         )
         rows.append(row)
+
+    # files: throughput vs plain requests doing the same calls, and memory.
+    m = med("files")
+    cells = {
+        "target": f">= {FILES_VS_PLAIN}x plain requests, RSS growth <= {FILES_RSS_GROWTH_MB:.0f} MB"
+    }
+    if m:
+        up = _ratio(m["ours_upload_mb_per_s"], m["plain_upload_mb_per_s"]) or 0.0
+        down = _ratio(m["ours_download_mb_per_s"], m["plain_download_mb_per_s"]) or 0.0
+        missed = [
+            status
+            for status in (
+                _status_lower("upload", up, FILES_VS_PLAIN, "x", 2),
+                _status_lower("download", down, FILES_VS_PLAIN, "x", 2),
+                _status_upper(
+                    [("RSS growth", m["ours_rss_growth_mb"], FILES_RSS_GROWTH_MB, " MB")]
+                ),
+            )
+            if status != "met"
+        ]
+        cells.update(
+            rss=f"+{m['ours_rss_growth_mb']:.0f}",
+            rate=f"up {m['ours_upload_mb_per_s']:,.0f} / down "
+            f"{m['ours_download_mb_per_s']:,.0f} MB/s ({m['size_mb']:.0f} MB)",
+            vs_base=f"up {up:.2f}x, down {down:.2f}x plain requests",
+            status="met" if not missed else "; ".join(missed),
+        )
+    add("files", "requence_task", **cells)
 
     # throughput: the server.
     m = med("throughput")

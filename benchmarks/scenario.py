@@ -23,6 +23,7 @@ keeps working whatever the client does inside.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ from ._measure import ServerProcess, measured, watchdog
 TEMPLATE = "bench"
 HOLD_TEMPLATE = "hold"
 STREAM_TEMPLATE = "stream"
+FILE_TEMPLATE = "keep-file"
 WARMUP = 5
 INPUT = {"n": 1}
 HOLD_SECONDS = 2.0
@@ -234,6 +236,141 @@ def stream_scenario(ctx: Context) -> dict[str, Any]:
     }
 
 
+def _rss_now() -> tuple[int, int]:
+    """(current, peak) resident set of this process, bytes (Linux /proc)."""
+    found = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0]) * 1024
+    return found["VmRSS"], found["VmHWM"]
+
+
+def _reset_peak() -> None:
+    """Start the peak resident set (VmHWM) afresh at the current size."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def files_scenario(ctx: Context) -> dict[str, Any]:
+    """Upload and download of one N MB file: ours vs plain ``requests`` doing the
+    same calls, alternating rounds; throughput and peak RSS growth of each."""
+    import tempfile
+
+    import requests
+
+    from requence_task import Client, RequenceFile, Task
+
+    size = ctx.args.n << 20
+    chunk = 1 << 20
+    folder = tempfile.mkdtemp(prefix="bench-files-")
+    path = os.path.join(folder, "big.bin")
+    with open(path, "wb") as out:
+        block = os.urandom(chunk)
+        for _ in range(ctx.args.n):
+            out.write(block)
+
+    client = Client(ctx.token)
+
+    def ours() -> dict[str, float]:
+        doc = RequenceFile.from_path(path, mime="application/octet-stream")
+        began = time.perf_counter()
+        task = Task(FILE_TEMPLATE, {"doc": doc}, client=client)
+        task.finalized(timeout=WAIT)
+        up = time.perf_counter() - began
+        back = task.result(timeout=WAIT).get_node_data("keeper")["doc"]
+        began = time.perf_counter()
+        seen = sum(len(part) for part in back.iter_bytes(chunk))
+        down = time.perf_counter() - began
+        if seen != size:
+            raise AssertionError(f"requence_task read {seen} bytes, expected {size}")
+        return {"upload_s": up, "download_s": down}
+
+    def plain() -> dict[str, float]:
+        with requests.Session() as api, requests.Session() as files:
+            api.headers["Authorization"] = f"Bearer {ctx.bearer}"
+            began = time.perf_counter()
+            prepared = api.post(f"{ctx.base_url}/task/prepare/{FILE_TEMPLATE}", timeout=30)
+            prepared.raise_for_status()
+            answer = prepared.json()
+            with open(path, "rb") as body:
+                uploaded = files.post(
+                    answer["fileUrls"]["uploadUrl"],
+                    data=body,
+                    headers={"Content-Type": "application/octet-stream"},
+                    timeout=(30, 60),
+                )
+            uploaded.raise_for_status()
+            reference = {"__REQUENCE_type": "RequenceFile", **uploaded.json()}
+            started = api.post(
+                answer["finalizeUrl"],
+                json={
+                    "name": None,
+                    "input": {"doc": reference},
+                    "priority": 5,
+                    "requireAck": False,
+                },
+                timeout=30,
+            )
+            started.raise_for_status()
+            up = time.perf_counter() - began
+            task_id = answer["taskId"]
+            deadline = time.monotonic() + WAIT
+            while True:
+                status = api.get(f"{ctx.base_url}/task/{task_id}", timeout=30).json()
+                if status["status"] in ENDED:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the file task did not end")
+                time.sleep(0.05)
+            url = status["nodesData"][0]["data"]["doc"]["url"]
+            began = time.perf_counter()
+            with files.get(url, stream=True, timeout=(30, 60)) as response:
+                response.raise_for_status()
+                seen = sum(len(part) for part in response.iter_content(chunk))
+            down = time.perf_counter() - began
+        if seen != size:
+            raise AssertionError(f"plain requests read {seen} bytes, expected {size}")
+        return {"upload_s": up, "download_s": down}
+
+    def round_of(run: Callable[[], dict[str, float]]) -> dict[str, float]:
+        _reset_peak()
+        before, _ = _rss_now()
+        cpu0 = time.process_time()
+        figures = run()
+        figures["cpu_s"] = time.process_time() - cpu0
+        figures["rss_growth_mb"] = (_rss_now()[1] - before) / 2**20
+        return figures
+
+    runs: dict[str, list[dict[str, float]]] = {"ours": [], "plain": []}
+    try:
+        round_of(ours)  # warm-up: connections, imports
+        for _round in range(ctx.args.rounds):  # alternate, so that noise hits both alike
+            runs["plain"].append(round_of(plain))
+            runs["ours"].append(round_of(ours))
+    finally:
+        client.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            os.rmdir(folder)
+
+    def middle(which: str, key: str) -> float:
+        values = sorted(run[key] for run in runs[which])
+        return values[len(values) // 2]
+
+    mb = size / 2**20
+    figures: dict[str, Any] = {"n": ctx.args.n, "size_mb": mb, "rounds": runs}
+    for which in ("ours", "plain"):
+        figures[f"{which}_upload_mb_per_s"] = mb / middle(which, "upload_s")
+        figures[f"{which}_download_mb_per_s"] = mb / middle(which, "download_s")
+        figures[f"{which}_rss_growth_mb"] = max(run["rss_growth_mb"] for run in runs[which])
+    figures["wall_s"] = middle("ours", "upload_s") + middle("ours", "download_s")
+    figures["peak_threads"] = threading.active_count()
+    figures["peak_rss_mb"] = figures["ours_rss_growth_mb"]
+    return figures
+
+
 def throughput_scenario(ctx: Context) -> dict[str, Any]:
     """Task creations per second the server sustains, from load processes."""
     procs, seconds = ctx.args.procs, ctx.args.seconds
@@ -425,6 +562,7 @@ SCENARIOS: dict[str, tuple[Callable[[argparse.Namespace], list[str]], Callable[.
         _standard(_client, template=TEMPLATE, task_input=INPUT, results=False),
     ),
     "stream": (lambda a: [], stream_scenario),
+    "files": (lambda a: ["--max-file-size", str((a.n + 1) << 20)], files_scenario),
     "throughput": (lambda a: [], throughput_scenario),
 }
 SOCKET_SCENARIOS = {"in-flight", "floor-in-flight"}
@@ -433,7 +571,9 @@ SOCKET_SCENARIOS = {"in-flight", "floor-in-flight"}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scenario")
     parser.add_argument("name", choices=[*sorted(SCENARIOS), "load"])
-    parser.add_argument("--n", type=int, default=500, help="tasks (stream: node updates)")
+    parser.add_argument(
+        "--n", type=int, default=500, help="tasks (stream: node updates; files: megabytes)"
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="the server's task concurrency")
     parser.add_argument("--rounds", type=int, default=3, help="stream: alternating rounds")
     parser.add_argument("--procs", type=int, default=2, help="throughput: load processes")

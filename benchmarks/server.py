@@ -14,7 +14,9 @@ Templates:
 
 - ``bench``: one node that returns at once;
 - ``hold``: one node that waits ``input["seconds"]`` (default 2) before it returns;
-- ``stream``: one generator node that yields ``input["n"]`` node updates.
+- ``stream``: one generator node that yields ``input["n"]`` node updates;
+- ``keep-file``: one node that returns the file of ``input["doc"]`` as it is
+  (its reference: nothing is copied).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from requence_task.local import DEFAULT_PROJECT, LocalRequence, Template, servic
 TEMPLATE = "bench"
 HOLD_TEMPLATE = "hold"
 STREAM_TEMPLATE = "stream"
+FILE_TEMPLATE = "keep-file"
 
 
 def _trivial(ctx: Any) -> dict[str, int]:
@@ -56,6 +59,7 @@ def templates() -> list[Template]:
         Template(TEMPLATE, nodes=[service("noop", _trivial)]),
         Template(HOLD_TEMPLATE, nodes=[service("holder", _hold)]),
         Template(STREAM_TEMPLATE, nodes=[service("streamer", _stream)]),
+        Template(FILE_TEMPLATE, nodes=[service("keeper", lambda ctx: {"doc": ctx.input["doc"]})]),
     ]
 
 
@@ -73,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="tasks run at once")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
     parser.add_argument(
+        "--max-file-size", type=int, default=1 << 30, help="the files service's limit, bytes"
+    )
+    parser.add_argument(
         "--max-seconds", type=float, default=1800.0, help="exit on its own after this long"
     )
     args = parser.parse_args(argv)
@@ -85,7 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     timer.daemon = True
     timer.start()
 
-    with LocalRequence(templates(), host="127.0.0.1", port=0, concurrency=args.concurrency) as rq:
+    with LocalRequence(
+        templates(),
+        host="127.0.0.1",
+        port=0,
+        concurrency=args.concurrency,
+        max_file_size=args.max_file_size,
+    ) as rq:
         rq.faults.latency = args.latency
         _answer(
             {
