@@ -239,9 +239,13 @@ class FileStore:
     def begin_stream(self, file_id: str, limit: int | None = None) -> StreamWriter | None:
         """The writer of a registered stream (``None`` if it is not one waiting for its body)."""
         row = self.store.file(file_id)
-        if row is None or not self.store.claim_stream(file_id):
+        if row is None:
             return None
+        # The row and the live entry change together: a reader never sees an
+        # open row without its live entry (that means a writer of another process).
         with self._changed:
+            if self._closed or not self.store.claim_stream(file_id):
+                return None
             self._live[file_id] = _Live()
             self._changed.notify_all()
         return StreamWriter(self, row, self.max_file_size if limit is None else limit)

@@ -508,7 +508,8 @@ class Engine:
         claim_stream(item)
         row = self.files.register_stream(task.id, item.mime, item.name)
         writer = self.files.begin_stream(row.id)
-        assert writer is not None
+        if writer is None:
+            raise RuntimeError("the local Requence is stopping; the stream cannot be written")
         threading.Thread(
             target=_pump,
             args=(writer, stream_chunks(item)),

@@ -10,6 +10,8 @@ import threading
 import time
 from datetime import datetime
 
+from requence.requence_file import RequenceFile
+from requence.requence_stream import RequenceStream
 from requence.task import Task, TaskWatcher, abort_task, get_task, protect_task
 
 token = sys.argv[1]
@@ -79,5 +81,37 @@ while time.monotonic() < deadline and "nodeEnd" not in [t for t, _ in seen]:
     time.sleep(0.05)
 watcher.stop()
 out["watched"] = seen
+
+# Files: a RequenceFile and a RequenceStream in the input (uploaded by the
+# official client), a file and a stream in the result (read by it).
+files_task = Task(
+    "files-round-trip",
+    input={
+        "doc": RequenceFile(b"hello official", {"type": "text/plain"}),
+        "chunks": RequenceStream(iter([b"str", b"eam"]), {"type": "text/plain"}),
+    },
+    access_token=token,
+)
+files_result = files_task.sync.result["result"]
+out["files"] = {
+    "upper_type": type(files_result["upper"]).__name__,
+    "upper": files_result["upper"].text(),
+    "upper_blob": files_result["upper"].blob().decode(),
+    "doc_size": files_result["doc_size"],
+    "doc_mime": files_result["doc_mime"],
+    "stream_text": files_result["stream_text"],
+    "lines_type": type(files_result["lines"]).__name__,
+    "lines": b"".join(files_result["lines"].iterable()).decode(),
+}
+
+# A large input goes by claim check, and the large result comes back as one.
+rows = [{"i": i, "pad": "x" * 100} for i in range(50_000)]  # about 6 MB of JSON
+big = Task("big-echo", input={"rows": rows}, access_token=token)
+big_result = big.sync.result["result"]
+out["big"] = {
+    "count": big_result["count"],
+    "rows_equal": big_result["rows"] == rows,
+    "task_id": big.sync.id,
+}
 
 print(json.dumps(out))

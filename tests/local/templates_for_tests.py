@@ -5,7 +5,14 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from requence_task.local import NodeContext, Output, Template, service
+from requence_task.local import (
+    NodeContext,
+    Output,
+    RequenceFile,
+    RequenceStream,
+    Template,
+    service,
+)
 
 # Tests open a gate to let a "gated" task finish; one gate per task input key.
 GATES: dict[str, threading.Event] = {}
@@ -51,6 +58,23 @@ def not_json(ctx: NodeContext) -> Any:
     return {"when": object()}
 
 
+def files_round_trip(ctx: NodeContext) -> dict[str, Any]:
+    # A file and a stream in, a file and a stream out (for the official client).
+    doc, chunks = ctx.input["doc"], ctx.input["chunks"]
+    return {
+        "upper": RequenceFile(doc.read().upper(), mime=doc.mime),
+        "doc_size": doc.size,
+        "doc_mime": doc.mime,
+        "stream_text": chunks.read().decode(),
+        "lines": RequenceStream(iter([b"one\n", b"two\n"]), mime="text/plain"),
+    }
+
+
+def big_echo(ctx: NodeContext) -> dict[str, Any]:
+    rows = ctx.input["rows"]
+    return {"count": len(rows), "rows": rows}
+
+
 TEMPLATES = [
     Template(
         "greet",
@@ -76,4 +100,6 @@ TEMPLATES = [
     Template("defer", nodes=[service("defer", deferring)]),
     Template("not-json", nodes=[service("bad", not_json)]),
     Template("dev-branch", nodes=[service("echo", lambda ctx: 1)], branch="feature-x"),
+    Template("files-round-trip", nodes=[service("files", files_round_trip)]),
+    Template("big-echo", nodes=[service("big", big_echo)]),
 ]

@@ -584,3 +584,36 @@ def test_large_upload_streams_with_bounded_memory() -> None:
         path = server.engine.files.path(file_id(answer.json()["url"]))
         assert path.stat().st_size == size
         api.close()
+
+
+def test_a_stream_left_open_by_a_crash_is_truncated_at_the_next_start(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = str(tmp_path / "crash.db")
+    with LocalRequence(TEMPLATES, db=db) as first:
+        port = first.port
+        api = Api(first.access_token)
+        prepared = api.prepare("noop")
+        url = requests.post(prepared["fileUrls"]["streamUrl"], timeout=TIMEOUT).json()["url"]
+        api.close()
+    # As if the process had died while the stream was written.
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE files SET state = 'open' WHERE id = ?", (file_id(url),))
+    with LocalRequence(TEMPLATES, db=db, port=port):
+        last = read_frames(requests.get(url, headers=FRAMED, timeout=TIMEOUT).content)[-1]
+        assert last[0] == FRAME_TRUNCATED and b"restarted" in last[1]
+
+
+def test_the_log_never_shows_a_files_path(
+    rq: LocalRequence, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    prepared = api.prepare("noop")
+    with caplog.at_level("DEBUG", logger="requence_task.local"):
+        answer = upload(prepared["fileUrls"]["uploadUrl"], b"secret", "text/plain").json()
+        requests.get(answer["url"], timeout=TIMEOUT)
+        requests.get(rq.base_url + "/files/unknown-id", timeout=TIMEOUT)
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "/files/…" in text
+    assert file_id(answer["url"]) not in text
+    assert prepared["fileUrls"]["uploadUrl"].rsplit("/", 1)[1] not in text
+    assert "unknown-id" not in text

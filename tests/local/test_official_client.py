@@ -114,3 +114,21 @@ def test_official_client_runs_tasks_on_the_local_server(
     ]
     assert seen["watched"][0] == ["taskStart", False]
     assert server.access_token not in done.stderr
+    # Files, streams and claim checks, both ways.
+    assert seen["files"] == {
+        "upper_type": "RequenceFile",
+        "upper": "HELLO OFFICIAL",
+        "upper_blob": "HELLO OFFICIAL",
+        "doc_size": 14,
+        "doc_mime": "text/plain",
+        "stream_text": "stream",
+        "lines_type": "RequenceStream",
+        "lines": "one\ntwo\n",
+    }
+    assert seen["big"]["count"] == 50_000
+    assert seen["big"]["rows_equal"] is True
+    # The input arrived by claim check, and the result left as one.
+    stored = server.store.task(seen["big"]["task_id"])
+    assert stored is not None
+    assert "ClaimCheck" in json.dumps(stored.input)
+    assert stored.result["__REQUENCE_type"] == "ClaimCheck"
