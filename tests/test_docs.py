@@ -240,11 +240,14 @@ def test_client_sample(
     monkeypatch.delenv("REQUENCE_ACCESS_TOKEN", raising=False)
     monkeypatch.setenv("REQUENCE_TASK_ACCESS_TOKEN", demo_token)
     tree = ast.parse(sample.code, filename)
+    # Client samples may write files (docs/files.md's notes.txt): they run in a
+    # folder of their own, which has the checkout's examples/ as they expect.
+    (tmp_path / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
     with lines_run(filename) as ran:
-        exec_sample(compile(tree, filename, "exec"))
+        exec_sample(compile(tree, filename, "exec"), where=tmp_path)
     if any(h.body[0].lineno not in ran for h in rejection_handlers(tree)):
         monkeypatch.setenv("REQUENCE_TASK_ACCESS_TOKEN", request.getfixturevalue("rejecting_token"))
-        run_rejected(tree, filename)
+        run_rejected(tree, filename, where=tmp_path)
 
 
 # --- the rejected path -------------------------------------------------------------
@@ -327,7 +330,7 @@ def lines_run(filename: str) -> Iterator[set[int]]:
         sys.settrace(previous)
 
 
-def run_rejected(tree: ast.Module, filename: str) -> str:
+def run_rejected(tree: ast.Module, filename: str, where: Path = ROOT) -> str:
     """Run a sample on a Requence that rejects its input (the caller's token);
     returns what it printed. Fails unless it takes its rejected branch, says
     Requence's reason if that branch prints or exits, and ends without a
@@ -339,7 +342,7 @@ def run_rejected(tree: ast.Module, filename: str) -> str:
     stopped = False
     with lines_run(filename) as ran, redirect_stdout(output), redirect_stderr(output):
         try:
-            exec_sample(compile(unchecked, filename, "exec"))
+            exec_sample(compile(unchecked, filename, "exec"), where=where)
         except SystemExit as stop:
             stopped, exit_code = True, stop.code
             if isinstance(stop.code, str):  # Python prints it, as the script's last words
@@ -371,12 +374,13 @@ def run_rejected(tree: ast.Module, filename: str) -> str:
     return printed
 
 
-def exec_sample(code: types.CodeType) -> None:
-    """Run a sample as the module ``__doc_sample__`` (dataclasses need a real module)."""
+def exec_sample(code: types.CodeType, where: Path = ROOT) -> None:
+    """Run a sample as the module ``__doc_sample__`` (dataclasses need a real
+    module), in the folder ``where``."""
     module = types.ModuleType("__doc_sample__")
     sys.modules[module.__name__] = module
     try:
-        with cwd(ROOT):
+        with cwd(where):
             exec(code, module.__dict__)
     finally:
         del sys.modules[module.__name__]
