@@ -1,9 +1,18 @@
-"""A small bounded pool of daemon threads.
+"""A small bounded pool of daemon threads, sized to the work.
 
 ``concurrent.futures.ThreadPoolExecutor`` joins its workers at interpreter
 exit, so a script that ends with tasks still being created would wait for
 them; the SDK promises never to hold up exit. These workers are daemons,
 started on demand up to ``max_workers``, and replaced after ``fork``.
+
+More threads only help while the jobs wait on the network. When they are
+CPU-bound (a fast server: most of a creation is the client's own Python)
+extra threads only hand the GIL back and forth, which costs CPU on every
+switch. So the pool starts with two workers and adds one only when a job is
+waiting and either the process is not busy on the CPU (its CPU time over the
+last moments is under ``_BUSY`` of one core, so the workers are waiting on
+the network) or a running job has taken over ``_LONG`` seconds (a slow
+upload must not hold up the jobs behind it).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from ._errors import ClientClosedError
@@ -19,6 +29,10 @@ from ._errors import ClientClosedError
 log = logging.getLogger("requence_task")
 
 _STOP = object()
+_FIRST = 2  # workers started without a measure of the work
+_BUSY = 0.75  # the process's CPU share of one core above which a worker more does not help
+_LONG = 0.25  # a job running longer than this lets another worker start anyway
+_WINDOW = 0.05  # seconds over which the process's CPU share is measured
 
 
 class WorkerPool:
@@ -33,6 +47,11 @@ class WorkerPool:
         self._idle = 0
         self._closed = False
         self._pid = os.getpid()
+        # When each running job started (monotonic), by worker.
+        self._running: dict[int, float] = {}
+        # The process's CPU time at the start of the current window, and its share.
+        self._window = (time.monotonic(), time.process_time())
+        self._busy = 1.0  # until measured: two workers, and more once they are seen to wait
 
     def submit(self, job: Callable[[], None]) -> None:
         """Queue ``job``; it runs on a worker thread. Exceptions are logged."""
@@ -42,28 +61,52 @@ class WorkerPool:
             if self._pid != os.getpid():
                 self._reset_locked()
             self._queue.put(job)
-            if self._queue.qsize() > self._idle and len(self._threads) < self.max_workers:
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
+            self._grow_locked(time.monotonic())
+
+    def _grow_locked(self, now: float) -> None:
+        """Start a worker if a job waits and one more would help."""
+        count = len(self._threads)
+        if self._queue.qsize() <= self._idle or count >= self.max_workers:
+            return
+        if count >= _FIRST:
+            self._measure_locked(now)
+            if self._busy >= _BUSY and not any(
+                now - began > _LONG for began in self._running.values()
+            ):
+                return
+        thread = threading.Thread(target=self._work, name=f"{self._name}-{count}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _measure_locked(self, now: float) -> None:
+        began, cpu_then = self._window
+        if now - began < _WINDOW:
+            return
+        cpu = time.process_time()
+        if now - began <= 4 * _WINDOW:  # an older window says nothing of this moment
+            self._busy = (cpu - cpu_then) / (now - began)
+        self._window = (now, cpu)
 
     def _work(self) -> None:
         work_queue = self._queue
+        me = threading.get_ident()
         while True:
             with self._lock:
                 self._idle += 1
             job = work_queue.get()
             with self._lock:
                 self._idle -= 1
-            if job is _STOP:
-                return
+                if job is _STOP:
+                    return
+                self._running[me] = time.monotonic()
             try:
                 job()  # type: ignore[operator]
             except BaseException:  # never lose a worker to a job's error
                 log.exception("a requence_task background job failed")
             del job  # an idle worker must not keep the last job's task alive
+            with self._lock:
+                del self._running[me]
+                self._grow_locked(time.monotonic())
 
     @property
     def thread_count(self) -> int:
@@ -75,6 +118,7 @@ class WorkerPool:
         self._queue = queue.SimpleQueue()
         self._threads = []
         self._idle = 0
+        self._running = {}
         self._pid = os.getpid()
 
     def reset_after_fork(self) -> None:

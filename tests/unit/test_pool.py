@@ -1,0 +1,55 @@
+"""The creation pool sizes itself to the work: two workers to start, more only
+while jobs wait on something other than the CPU."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from requence_task._pool import WorkerPool
+
+
+def _run(pool: WorkerPool, jobs: list[object], timeout: float = 30.0) -> None:
+    done = threading.Semaphore(0)
+    for job in jobs:
+        pool.submit(lambda job=job: (job(), done.release()))  # type: ignore[operator]
+    for _ in jobs:
+        assert done.acquire(timeout=timeout)
+
+
+def test_waiting_jobs_grow_the_pool_to_its_bound() -> None:
+    pool = WorkerPool(8, name="test-pool")
+    try:
+        _run(pool, [lambda: time.sleep(0.1)] * 40)
+        assert pool.thread_count == 8
+    finally:
+        pool.close()
+
+
+def test_the_pool_starts_with_two_workers_and_never_passes_its_bound() -> None:
+    pool = WorkerPool(1, name="test-pool")
+    try:
+        _run(pool, [lambda: time.sleep(0.01)] * 5)
+        assert pool.thread_count == 1
+    finally:
+        pool.close()
+    pool = WorkerPool(8, name="test-pool")
+    try:
+        release = threading.Event()
+        started = threading.Semaphore(0)
+
+        def hold() -> None:
+            started.release()
+            release.wait(10)
+
+        for _ in range(4):
+            pool.submit(hold)
+        assert started.acquire(timeout=5) and started.acquire(timeout=5)
+        assert pool.thread_count == 2  # no measure yet: two workers
+        time.sleep(0.3)  # the running jobs are long now: the next job gets a worker
+        pool.submit(hold)
+        assert started.acquire(timeout=5)
+        assert pool.thread_count == 3
+        release.set()
+    finally:
+        pool.close()
