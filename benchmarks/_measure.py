@@ -197,13 +197,19 @@ class ServerProcess:
     Args:
         python: The interpreter that has ``requence_task[local]`` installed.
         args: Extra arguments for ``benchmarks.server``.
+        module: The server's module (``benchmarks.peer`` for the throughput peer).
     """
 
-    def __init__(self, python: str = sys.executable, args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        python: str = sys.executable,
+        args: list[str] | None = None,
+        module: str = "benchmarks.server",
+    ) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self._proc = subprocess.Popen(
-            [python, "-m", "benchmarks.server", *(args or [])],
+            [python, "-m", module, *(args or [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,

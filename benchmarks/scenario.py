@@ -564,7 +564,10 @@ SCENARIOS: dict[str, tuple[Callable[[argparse.Namespace], list[str]], Callable[.
     "stream": (lambda a: [], stream_scenario),
     "files": (lambda a: ["--max-file-size", str((a.n + 1) << 20)], files_scenario),
     "throughput": (lambda a: [], throughput_scenario),
+    "throughput-peer": (lambda a: [], throughput_scenario),
 }
+# Scenarios served by the peer (``benchmarks.peer``) instead of the local server.
+PEER_SCENARIOS = {"throughput-peer"}
 SOCKET_SCENARIOS = {"in-flight", "floor-in-flight"}
 
 
@@ -593,7 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = server_args(args)
     if "--concurrency" not in extra:
         extra += ["--concurrency", str(args.concurrency)]
-    server = ServerProcess(sys.executable, extra)
+    module = "benchmarks.peer" if args.name in PEER_SCENARIOS else "benchmarks.server"
+    server = ServerProcess(sys.executable, extra, module=module)
     watchdog(args.timeout, on_expiry=server.kill)
     with server:
         figures = scenario(Context(server, server.bearer, args))
