@@ -12,7 +12,8 @@ switch. So the pool starts with two workers and adds one only when a job is
 waiting and either the process is not busy on the CPU (its CPU time over the
 last moments is under ``_BUSY`` of one core, so the workers are waiting on
 the network) or a running job has taken over ``_LONG`` seconds (a slow
-upload must not hold up the jobs behind it).
+upload must not hold up the jobs behind it). When it declines with jobs
+waiting, a one-shot timer looks again ``_LONG`` seconds later.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class WorkerPool:
         self._running: dict[int, float] = {}
         # The process's CPU time at the start of the current window, and its share.
         self._window = (time.monotonic(), time.process_time())
+        self._recheck: threading.Timer | None = None
         self._busy = 1.0  # until measured: two workers, and more once they are seen to wait
 
     def submit(self, job: Callable[[], None]) -> None:
@@ -63,20 +65,37 @@ class WorkerPool:
             self._queue.put(job)
             self._grow_locked(time.monotonic())
 
-    def _grow_locked(self, now: float) -> None:
-        """Start a worker if a job waits and one more would help."""
+    def _grow_locked(self, now: float, *, every_waiting: bool = False) -> None:
+        """Start a worker (``every_waiting``: one per waiting job) if a job
+        waits and one more would help."""
         count = len(self._threads)
-        if self._queue.qsize() <= self._idle or count >= self.max_workers:
+        waiting = self._queue.qsize() - self._idle
+        if waiting <= 0 or count >= self.max_workers:
             return
         if count >= _FIRST:
             self._measure_locked(now)
             if self._busy >= _BUSY and not any(
                 now - began > _LONG for began in self._running.values()
             ):
+                # Look again once the running jobs could be long: nothing else
+                # may come by (every job queued at once, every one stalled).
+                if self._recheck is None and not self._closed:
+                    self._recheck = threading.Timer(_LONG, self._look_again)
+                    self._recheck.daemon = True
+                    self._recheck.start()
                 return
-        thread = threading.Thread(target=self._work, name=f"{self._name}-{count}", daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        for _ in range(min(waiting, self.max_workers - count) if every_waiting else 1):
+            thread = threading.Thread(
+                target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def _look_again(self) -> None:
+        with self._lock:
+            self._recheck = None
+            if not self._closed and self._pid == os.getpid():
+                self._grow_locked(time.monotonic(), every_waiting=True)
 
     def _measure_locked(self, now: float) -> None:
         began, cpu_then = self._window
@@ -119,6 +138,7 @@ class WorkerPool:
         self._threads = []
         self._idle = 0
         self._running = {}
+        self._recheck = None
         self._pid = os.getpid()
 
     def reset_after_fork(self) -> None:
@@ -132,6 +152,9 @@ class WorkerPool:
             if self._closed:
                 return
             self._closed = True
+            if self._recheck is not None:
+                self._recheck.cancel()
+                self._recheck = None
             threads = list(self._threads)
             for _ in threads:
                 self._queue.put(_STOP)

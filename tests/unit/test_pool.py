@@ -42,14 +42,14 @@ def test_the_pool_starts_with_two_workers_and_never_passes_its_bound() -> None:
             started.release()
             release.wait(10)
 
-        for _ in range(4):
+        for _ in range(4):  # queued at once, then nothing more comes by
             pool.submit(hold)
         assert started.acquire(timeout=5) and started.acquire(timeout=5)
-        assert pool.thread_count == 2  # no measure yet: two workers
-        time.sleep(0.3)  # the running jobs are long now: the next job gets a worker
-        pool.submit(hold)
-        assert started.acquire(timeout=5)
-        assert pool.thread_count == 3
+        # The two running jobs turn long: the pool looks again by itself and
+        # starts workers for the two waiting ones, and no more than that.
+        assert started.acquire(timeout=5) and started.acquire(timeout=5)
+        time.sleep(0.6)
+        assert pool.thread_count == 4
         release.set()
     finally:
         pool.close()
