@@ -79,6 +79,7 @@ a node first seen after the end starts in the state the end gives).
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 from collections.abc import Iterable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -336,6 +337,13 @@ class NodeFold:
         """The nodes running or deferred, in the order they appeared."""
         return [node for node in self._nodes.values() if node.active]
 
+    def copy(self) -> NodeFold:
+        """A snapshot: what is fed to this fold later does not change it."""
+        other = NodeFold(self.task_id)
+        other._nodes = {key: copy.copy(node) for key, node in self._nodes.items()}
+        other.seen, other.node_updates, other.terminal = self.seen, self.node_updates, self.terminal
+        return other
+
     def feed_all(self, updates: Iterable[Update]) -> None:
         for update in updates:
             self.feed(update)
@@ -461,7 +469,9 @@ def known_id(task: Task) -> str | None:
 
 def fold_task(task: Task, updates: Iterable[Update] | None = None) -> NodeFold:
     """The nodes of ``task`` from ``updates`` (default: all the handle has seen)."""
-    return NodeFold(known_id(task), seen_updates(task) if updates is None else updates)
+    if updates is None:
+        return task._nodes()
+    return NodeFold(known_id(task), updates)
 
 
 def task_state(task: Task, fold: NodeFold | None = None) -> tuple[str, str | None]:

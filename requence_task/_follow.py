@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -43,7 +44,7 @@ from ._errors import (
     TaskNotFoundError,
     TaskTimeoutError,
 )
-from ._fold import ContextFolder
+from ._fold import ContextFolder, NodeFold
 from ._models import Created, TaskResult, UnknownUpdate, Update
 from ._pool import WorkerPool
 from ._protocol import TASK_END, TASK_ERROR
@@ -64,6 +65,22 @@ SINCE_MARGIN = 5.0
 REPLAY_WINDOW = 60.0
 # Forget handles that were garbage-collected every this many new tasks.
 _PRUNE_EVERY = 1024
+# A monitor keeps the typed updates of about this many recent updates for the
+# iterators reading along (more while one of them lags, up to WINDOW_MAX); of
+# the others, only their records.
+WINDOW = 1024
+WINDOW_MAX = 16384
+
+# What a monitor keeps of each update: its position, type and data, the data as
+# the JSON text it came as (a tuple of atoms, which the cyclic garbage collector
+# stops tracking: a long stream costs it nothing), or, for an update whose
+# references were resolved, the data object.
+Record = tuple["int | None", str, Any]
+
+
+def _data_of(record: Record) -> Any:
+    data = record[2]
+    return json.loads(data) if isinstance(data, str) else data
 
 
 def settle(future: concurrent.futures.Future[Any], error: BaseException) -> None:
@@ -85,8 +102,15 @@ class Monitor:
         on_update: UpdateCallback | None,
         fallback: Callable[[str], Created],
     ) -> None:
-        self.updates: list[Update] = []
         self.cond = threading.Condition()
+        # Every update, as records; the typed ones of records[_window_start:]
+        # (built once, on the stream's thread, for the iterators reading along).
+        self._records: list[Record] = []
+        self._window: list[Update] = []
+        self._window_start = 0
+        self._readers: dict[object, int] = {}  # each running iterator: its next index
+        self._waiting = 0  # iterators waiting on ``cond``
+        self._nodes: NodeFold | None = None  # kept up to date once asked for
         self.finished = False
         self.error: BaseException | None = None
         self.task_id: str | None = None
@@ -133,7 +157,8 @@ class Monitor:
     def reset(self) -> None:
         """Forget every update (nobody saw them): the next source replays them all."""
         with self.cond:
-            self.updates = []
+            self._records, self._window, self._window_start = [], [], 0
+            self._nodes = None
             self.terminal = None
             self._ended_raw = False
             self._folder = ContextFolder(task_id=self.task_id)
@@ -144,7 +169,10 @@ class Monitor:
     def skip_seen(self) -> None:
         """The next source replays the task from its start: skip what came already."""
         with self.cond:
-            self._skip_ids = {uid for u in self.updates if (uid := update_id(u.raw)) is not None}
+            records = list(self._records)
+        seen = {uid for record in records if (uid := update_id(_data_of(record))) is not None}
+        with self.cond:
+            self._skip_ids = seen
 
     # --- feeding -------------------------------------------------------------------
 
@@ -196,13 +224,20 @@ class Monitor:
             if self._folder is None:
                 self._folder = ContextFolder(task_id=self.task_id)
             update = self._folder.fold(raw.type, raw.data, raw.position)
-            self.updates.append(update)
+            self._records.append((raw.position, raw.type, raw.data if raw.refs else raw.text))
+            window = self._window
+            window.append(update)
+            if len(window) >= 2 * WINDOW:
+                self._trim()
+            if self._nodes is not None:
+                self._nodes.feed(update)
             ended = update.is_terminal and (self.task_id is None or update.task_id == self.task_id)
             if ended:
                 self.terminal = update
             demanded = self._demanded
             listeners = list(self._listeners) if self._listeners else None
-            self.cond.notify_all()
+            if self._waiting:  # (notify_all costs, even with nobody to wake)
+                self.cond.notify_all()
         if listeners:  # (taken under the lock above: one lock per update, not two)
             self._call(listeners)
         if self._on_update is not None:
@@ -286,8 +321,27 @@ class Monitor:
             )
         with self.cond:
             self.finished = True
+            self._release()
             self.cond.notify_all()
         self._notify()
+
+    def _trim(self) -> None:
+        """Drop the oldest typed updates that no iterator still needs (under the lock)."""
+        window = self._window
+        cut = len(window) - WINDOW
+        if self._readers:
+            cut = min(cut, min(self._readers.values()) - self._window_start)
+            cut = max(cut, len(window) - WINDOW_MAX)  # a laggard then builds its own
+        if cut >= WINDOW:  # (seldom: each cut is worth its copy)
+            del window[:cut]
+            self._window_start += cut
+
+    def _release(self) -> None:
+        """Once the task has ended and nobody reads along, drop the typed updates:
+        an iterator that comes later builds its own from the records. (Under the lock.)"""
+        if self.finished and not self._readers and not self._listeners:
+            self._window_start = len(self._records)
+            self._window = []
 
     def _url(self) -> str | None:
         created = self._created
@@ -315,6 +369,7 @@ class Monitor:
         def undo() -> None:
             with self.cond, contextlib.suppress(ValueError):
                 self._listeners.remove(callback)
+                self._release()
 
         return undo
 
@@ -336,7 +391,37 @@ class Monitor:
     def since(self, index: int) -> tuple[list[Update], bool, BaseException | None]:
         """The updates from ``index`` on, whether no more will come, and the error."""
         with self.cond:
-            return self.updates[index:], self.finished or self.terminal is not None, self.error
+            ended, error = self.finished or self.terminal is not None, self.error
+            if index >= self._window_start:
+                return self._window[index - self._window_start :], ended, error
+            records = list(self._records)
+        folder = ContextFolder(task_id=self.task_id)
+        return self._built(folder, records, index), ended, error
+
+    def _built(self, folder: ContextFolder, records: list[Record], start: int) -> list[Update]:
+        """The typed updates of ``records[start:]``, folded by ``folder`` from ``records[0]``
+        (the same updates the stream's thread built: folding is deterministic)."""
+        built = []
+        for index, record in enumerate(records):
+            update = folder.fold(record[1], _data_of(record), record[0])
+            if index >= start:
+                built.append(update)
+        return built
+
+    def nodes(self) -> NodeFold:
+        """The task's nodes as its updates so far show them (a snapshot; never waits)."""
+        with self.cond:
+            fold = self._nodes
+            if fold is not None:
+                return fold.copy()
+            source = self._records
+            records = list(source)
+        fold = NodeFold(self.task_id, self._built(ContextFolder(task_id=self.task_id), records, 0))
+        with self.cond:
+            if self._nodes is None and self._records is source and len(source) == len(records):
+                self._nodes = fold  # from now on, kept up to date as updates come
+                return fold.copy()
+        return fold
 
     def _wait_ended(self, timeout: float | None) -> RequenceError:
         stream = self.stream
@@ -352,24 +437,60 @@ class Monitor:
         )
 
     def iterate(self, timeout: float | None) -> Iterator[Update]:
-        """Every update from the first, ending after the terminal one."""
-        index = 0
-        while True:
+        """Every update from the first, ending after the terminal one.
+
+        It reads the typed updates the stream's thread built while it keeps up
+        (within :data:`WINDOW` updates); an iterator that starts late or falls
+        behind builds its own from the records, the same updates, once each.
+        """
+        reader = object()
+        with self.cond:
+            self._readers[reader] = 0
+        try:
+            index = 0
+            own: ContextFolder | None = None  # once behind the window: its own fold
+            while True:
+                with self.cond:
+                    deadline = None if timeout is None else time.monotonic() + timeout
+                    while (
+                        index >= len(self._records) and not self.finished and self.terminal is None
+                    ):
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            raise self._wait_ended(timeout)
+                        self._waiting += 1
+                        try:
+                            self.cond.wait(remaining)
+                        finally:
+                            self._waiting -= 1
+                    if index < len(self._records):
+                        # All that came: one lock, not one per update.
+                        pending: list[Record] | None = None
+                        if own is None and index >= self._window_start:
+                            batch = self._window[index - self._window_start :]
+                            # (It holds the batch: the window may drop it.)
+                            self._readers[reader] = index + len(batch)
+                        elif own is None:
+                            self._readers.pop(reader, None)  # the window is no use to it
+                            pending = list(self._records)  # folded from the first
+                        else:
+                            pending = self._records[index:]
+                    elif self.error is not None:
+                        raise self.error
+                    else:
+                        return
+                if pending is not None and own is None:
+                    own = ContextFolder(task_id=self.task_id)
+                    batch = self._built(own, pending, index)
+                elif pending is not None:
+                    assert own is not None
+                    batch = self._built(own, pending, 0)
+                index += len(batch)
+                yield from batch
+        finally:
             with self.cond:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while index >= len(self.updates) and not self.finished and self.terminal is None:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise self._wait_ended(timeout)
-                    self.cond.wait(remaining)
-                if index < len(self.updates):
-                    batch = self.updates[index:]  # all that came: one lock, not one each
-                    index += len(batch)
-                elif self.error is not None:
-                    raise self.error
-                else:
-                    return
-            yield from batch
+                self._readers.pop(reader, None)
+                self._release()
 
 
 class Follower:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -39,6 +40,8 @@ class RawEvent:
     position: int | None
     type: str
     data: dict[str, Any]
+    # The data as it came (JSON text): what a monitor keeps of an update.
+    text: str = attrs.field(default="", eq=False, repr=False)
     # Whether the data may hold references (files, streams, claim checks), and
     # claim checks in particular (which need a fetch): a look at its text.
     refs: bool = False
@@ -101,8 +104,9 @@ def _parse(event: Any, what: str, skipped: Callable[[int], object]) -> RawEvent 
     refs = _REFERENCE in text
     return RawEvent(
         position=position,
-        type=str(event.event),
+        type=sys.intern(str(event.event)),  # a few names, kept once
         data=data,
+        text=text,
         refs=refs,
         claims=refs and _CLAIM_CHECK in text,
     )

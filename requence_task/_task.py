@@ -24,7 +24,7 @@ from ._errors import (
     TaskAbortedError,
     TaskTimeoutError,
 )
-from ._fold import fold_task, known_id, task_state
+from ._fold import NodeFold, fold_task, known_id, task_state
 from ._follow import Monitor
 from ._follow import settle as _settle
 from ._html import task_html
@@ -568,6 +568,10 @@ class Task:
         if demand:
             self._ensure_monitoring()
         return self._monitor.since(index)
+
+    def _nodes(self) -> NodeFold:
+        """The task's nodes as the handle has seen them (never starts following it)."""
+        return self._monitor.nodes()
 
     def __repr__(self) -> str:
         # The state the HTML view, the progress bar and the command line show; never
