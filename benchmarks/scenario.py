@@ -384,10 +384,11 @@ def memory_scenario(ctx: Context) -> dict[str, Any]:
 
     1. ``--n`` tasks of the ``gate`` template, all in flight at once: every one
        created (``finalized()``) and followed (``done()``, which starts
-       monitoring) before the server releases them, then every ``result()``.
-       The standard figures of that part: peak threads (the sampler, all the
-       while) and peak RSS (``ru_maxrss``: this process's peak since it
-       started, which this part is).
+       monitoring) before the server releases them, then every ``result()``;
+       the server runs all of them at once, as in in-flight. The standard
+       figures of that part: peak threads (the sampler, all the while) and
+       peak RSS (``ru_maxrss``: this process's peak since it started, which
+       this part is), and the RSS just before the release.
     2. ``--handles`` tasks of the trivial template, every ``result()`` awaited,
        the handles kept: the memory they retain, per handle.
     3. One task of ``stream`` with ``--updates`` node updates, read fully with
@@ -415,6 +416,7 @@ def memory_scenario(ctx: Context) -> dict[str, Any]:
         for task in [Task(TEMPLATE, input=INPUT, client=client) for _ in range(WARMUP)]:
             task.result(timeout=WAIT)
         in_flight_at_release = 0
+        held: dict[str, float] = {}
 
         def in_flight(count: int) -> None:
             nonlocal in_flight_at_release
@@ -424,6 +426,7 @@ def memory_scenario(ctx: Context) -> dict[str, Any]:
             for task in tasks:
                 task.finalized(timeout=WAIT)
             in_flight_at_release = sum(1 for task in tasks if not task.done())
+            held["rss_at_release_mb"] = _rss_now()[0] / 2**20
             ctx.server.command("release")
             for task in tasks:
                 task.result(timeout=WAIT)
@@ -432,6 +435,7 @@ def memory_scenario(ctx: Context) -> dict[str, Any]:
         figures = measured(in_flight, n, interval=0.05, sockets=True)
         figures["server_cpu_s"] = ctx.server.cpu() - cpu0
         figures["in_flight_at_release"] = in_flight_at_release
+        figures.update(held)  # RSS with every task in flight, before the ends come in
 
         def retained(build: Callable[[], Any]) -> tuple[int, int, Any]:
             """(bytes, blocks) still allocated after ``build()`` and a collection,
@@ -676,7 +680,7 @@ SCENARIOS: dict[str, tuple[Callable[[argparse.Namespace], list[str]], Callable[.
     ),
     "stream": (lambda a: [], stream_scenario),
     "files": (lambda a: ["--max-file-size", str((a.n + 1) << 20)], files_scenario),
-    "memory": (lambda a: ["--concurrency", str(a.concurrency)], memory_scenario),
+    "memory": (lambda a: ["--concurrency", str(a.n + WARMUP + 8)], memory_scenario),
     "throughput": (lambda a: [], throughput_scenario),
     "throughput-peer": (lambda a: [], throughput_scenario),
 }
