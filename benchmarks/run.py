@@ -77,6 +77,9 @@ class Sizes:
         self.stream_rounds = 1 if quick else 3
         self.files_mb = 50 if quick else 200
         self.throughput_seconds = 3.0 if quick else 10.0
+        self.memory_in_flight = args.memory_in_flight or (1000 if quick else 10_000)
+        self.memory_handles = 500 if quick else 2000
+        self.memory_updates = 10_000 if quick else 100_000
         self.reps = args.reps or (1 if quick else 3)
         self.timeout = 300.0 if quick else 900.0
 
@@ -130,6 +133,19 @@ PLAN = [
         lambda s: ["files", "--n", str(s.files_mb), "--rounds", str(s.stream_rounds)],
         reps=lambda s: 1,
         what="upload and download of one file: ours vs plain requests",
+    ),
+    Job(
+        "memory",
+        lambda s: [
+            "memory",
+            "--n",
+            str(s.memory_in_flight),
+            "--handles",
+            str(s.memory_handles),
+            "--updates",
+            str(s.memory_updates),
+        ],
+        what="tasks in flight at once; KB per finished handle and per retained update",
     ),
     Job(
         "throughput",
@@ -346,7 +362,7 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def _status_upper(parts: list[tuple[str, float, float, str]]) -> str:
     """Status of ``value <= limit`` parts: (label, value, limit, unit)."""
     missed = [
-        f"{label} {value:,.{2 if unit == 'x' else 0}f}{unit} > {limit:,g}{unit} "
+        f"{label} {value:,.{2 if unit in ('x', ' KB') else 0}f}{unit} > {limit:,g}{unit} "
         f"(by {value / limit - 1:.0%})"
         for label, value, limit, unit in parts
         if value > limit
@@ -583,6 +599,7 @@ def build_rows(results: dict[str, dict[str, Any]], official_note: str) -> list[d
         f"<= {MEMORY_KB_PER_HANDLE:g} KB/handle, <= {MEMORY_KB_PER_UPDATE:g} KB/update"
     }
     if m:
+        cells["target"] = f"{m['n']:,.0f} in flight: " + cells["target"]
         cells.update(
             cpu=f"{m['client_cpu_ms_per_task']:.2f} ms/task",
             rate=f"{m['kb_per_handle']:.2f} KB/handle, {m['kb_per_update']:.3f} KB/update",
@@ -651,6 +668,13 @@ def write_markdown(path: Path, report: dict[str, Any], rows: list[dict[str, str]
         if version:
             official = f"{official}, on Python {version}"
             break
+    sizes = report["sizes"]
+    memory = ""
+    if "memory" in report["scenarios"] and "memory_in_flight" in sizes:
+        memory = (
+            f"; memory {sizes['memory_in_flight']:,} in flight, "
+            f"{sizes['memory_handles']:,} handles, {sizes['memory_updates']:,} updates"
+        )
     fragment = "\n".join(
         [
             MARK_START,
@@ -658,7 +682,7 @@ def write_markdown(path: Path, report: dict[str, Any], rows: list[dict[str, str]
             f"Command: `{report['command']}`, {report['date']}, took "
             f"{report['elapsed_s']:.0f} s. N={report['sizes']['n']} tasks "
             f"(in-flight {report['sizes']['in_flight']:,}, stream "
-            f"{report['sizes']['stream']:,} node updates), medians of "
+            f"{report['sizes']['stream']:,} node updates{memory}), medians of "
             f"{report['sizes']['reps']} runs, each in a fresh process (stream: one process, "
             f"the median of {report['sizes']['stream_rounds']} alternating rounds).",
             "",
@@ -758,6 +782,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, help="tasks of in-flight (1000; 100 with --quick)")
     parser.add_argument(
         "--stream-updates", type=int, help="node updates of stream (100000; 10000 with --quick)"
+    )
+    parser.add_argument(
+        "--memory-in-flight",
+        type=int,
+        help="tasks in flight at once in memory (10000; 1000 with --quick)",
     )
     parser.add_argument("--reps", type=int, help="repetitions (3; 1 with --quick)")
     parser.add_argument(
@@ -860,7 +889,8 @@ def main(argv: list[str] | None = None) -> int:
         "table": table,
     }
     print(
-        f"N={sizes.n} (in-flight {sizes.in_flight}, stream {sizes.stream:,} updates), "
+        f"N={sizes.n} (in-flight {sizes.in_flight}, stream {sizes.stream:,} updates, "
+        f"memory {sizes.memory_in_flight:,} in flight), "
         f"{sizes.reps} repetition(s), medians. Client CPU = user+sys of the client process "
         f"over the measured part. sum(range(1000)): {calibration[0]:.1f} / "
         f"{calibration[1]:.1f} us; load average {loadavg[0]:.1f} / {loadavg[1]:.1f}."

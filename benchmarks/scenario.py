@@ -40,11 +40,18 @@ TEMPLATE = "bench"
 HOLD_TEMPLATE = "hold"
 STREAM_TEMPLATE = "stream"
 FILE_TEMPLATE = "keep-file"
+GATE_TEMPLATE = "gate"
 WARMUP = 5
 INPUT = {"n": 1}
 HOLD_SECONDS = 2.0
 LATENCY = 0.02
 WAIT = 300.0  # every single wait of a scenario ends by then
+# The server's workers in memory: that many gate tasks run, the rest wait in its
+# queue, all of them in flight to the client. With a worker per task (10,013)
+# the release woke 10,000 threads at once: a load average of 4,500 on 2 cores,
+# and the server did not answer the release within 30 s; where it did, the
+# client's figures were those of 64 or 4 workers (216 MB peak, 10 threads).
+MEMORY_WORKERS = 64
 ENDED = {"SUCCESSFUL", "FAILED", "STOPPED", "AWAITING_DELIVERY"}
 
 Run = Callable[[int], None]
@@ -148,14 +155,9 @@ def _hold_input() -> dict[str, float]:
     return {"seconds": HOLD_SECONDS}
 
 
-def stream_scenario(ctx: Context) -> dict[str, Any]:
-    """One task with N node updates, read after it ended: ours vs sseclient-py."""
-    import requests
-    import sseclient
-
-    from requence_task import Client, Task
-
-    n, rounds = ctx.args.n, ctx.args.rounds
+def _ended_stream_task(ctx: Context, n: int) -> tuple[str, str, float]:
+    """A task of ``stream`` with ``n`` node updates, created over plain HTTP and
+    awaited to its end by polling: (its id, its watch URL, seconds it took)."""
     http = _session(ctx)
     try:
         body = {"name": None, "input": {"n": n}, "priority": 0, "requireAck": False}
@@ -178,6 +180,18 @@ def stream_scenario(ctx: Context) -> dict[str, Any]:
         generated = time.perf_counter() - generated0
     finally:
         http.close()
+    return task_id, watch_url, generated
+
+
+def stream_scenario(ctx: Context) -> dict[str, Any]:
+    """One task with N node updates, read after it ended: ours vs sseclient-py."""
+    import requests
+    import sseclient
+
+    from requence_task import Client, Task
+
+    n, rounds = ctx.args.n, ctx.args.rounds
+    task_id, watch_url, generated = _ended_stream_task(ctx, n)
     expected = n + 4  # taskStart, nodeStart, n x nodeUpdate, nodeEnd, taskEnd
 
     def baseline(_count: int) -> None:
@@ -368,6 +382,116 @@ def files_scenario(ctx: Context) -> dict[str, Any]:
     figures["wall_s"] = middle("ours", "upload_s") + middle("ours", "download_s")
     figures["peak_threads"] = threading.active_count()
     figures["peak_rss_mb"] = figures["ours_rss_growth_mb"]
+    return figures
+
+
+def memory_scenario(ctx: Context) -> dict[str, Any]:
+    """Issue 14's memory figures, in three parts of one process.
+
+    1. ``--n`` tasks of the ``gate`` template, all in flight at once: every one
+       created (``finalized()``) and followed (``done()``, which starts
+       monitoring) before the server releases them, then every ``result()``;
+       the server runs ``MEMORY_WORKERS`` of them, the rest wait in its queue
+       (to the client, all are created, followed and not ended). The standard
+       figures of that part: peak threads (the sampler, all the while) and
+       peak RSS (``ru_maxrss``: this process's peak since it started, which
+       this part is), and the RSS just before the release.
+    2. ``--handles`` tasks of the trivial template, every ``result()`` awaited,
+       the handles kept: the memory they retain, per handle.
+    3. One task of ``stream`` with ``--updates`` node updates, read fully with
+       ``for update in task.updates()`` after it ended, the handle kept: the
+       memory it retains, per update.
+
+    Retained memory is measured with ``tracemalloc``, not with RSS deltas: the
+    bytes of the Python allocations made during the part that are still alive
+    after ``gc.collect()``, exactly, whatever the allocator does. An RSS delta
+    here would mostly measure pymalloc's arenas: part 1 leaves many of them
+    free, and parts 2 and 3 refill them without the RSS moving, so it would say
+    less than the handles hold, and vary from run to run. What tracemalloc
+    misses (C buffers outside Python's allocators) is not held per handle or
+    per update. It slows allocation down, so it is on only in parts 2 and 3,
+    after part 1's peak RSS and CPU were taken.
+    """
+    import gc
+    import tracemalloc
+
+    from requence_task import Client, Task
+
+    n, handles, updates = ctx.args.n, ctx.args.handles, ctx.args.updates
+    client = Client(ctx.token)
+    try:
+        for task in [Task(TEMPLATE, input=INPUT, client=client) for _ in range(WARMUP)]:
+            task.result(timeout=WAIT)
+        in_flight_at_release = 0
+        held: dict[str, float] = {}
+
+        def in_flight(count: int) -> None:
+            nonlocal in_flight_at_release
+            tasks = [
+                Task(GATE_TEMPLATE, input={"seconds": WAIT}, client=client) for _ in range(count)
+            ]
+            for task in tasks:
+                task.finalized(timeout=WAIT)
+            in_flight_at_release = sum(1 for task in tasks if not task.done())
+            held["rss_at_release_mb"] = _rss_now()[0] / 2**20
+            ctx.server.command("release")
+            for task in tasks:
+                task.result(timeout=WAIT)
+
+        cpu0 = ctx.server.cpu()
+        figures = measured(in_flight, n, interval=0.05, sockets=True)
+        figures["server_cpu_s"] = ctx.server.cpu() - cpu0
+        figures["in_flight_at_release"] = in_flight_at_release
+        figures.update(held)  # RSS with every task in flight, before the ends come in
+
+        def retained(build: Callable[[], Any]) -> tuple[int, int, Any]:
+            """(bytes, blocks) still allocated after ``build()`` and a collection,
+            with what it built kept alive."""
+            gc.collect()
+            tracemalloc.start()
+            try:
+                kept = build()
+                gc.collect()
+                snapshot = tracemalloc.take_snapshot()
+            finally:
+                tracemalloc.stop()
+            stats = snapshot.statistics("filename")
+            return sum(s.size for s in stats), sum(s.count for s in stats), kept
+
+        def finished() -> list[Any]:
+            tasks = [Task(TEMPLATE, input=INPUT, client=client) for _ in range(handles)]
+            for task in tasks:
+                task.result(timeout=WAIT)
+            return tasks
+
+        size, blocks, kept = retained(finished)
+        figures.update(
+            handles=handles,
+            kb_per_handle=size / handles / 1024,
+            blocks_per_handle=blocks / handles,
+        )
+        del kept
+        # Made over plain HTTP while no handle of this client is alive (its shared
+        # stream is closed then): nothing of it reaches the client before part 3.
+        stream_id, _watch_url, figures["generate_s"] = _ended_stream_task(ctx, updates)
+        expected = updates + 4  # taskStart, nodeStart, n x nodeUpdate, nodeEnd, taskEnd
+
+        def read() -> Any:
+            task = Task.from_id(stream_id, client=client)
+            seen = sum(1 for _update in task.updates(timeout=60))
+            if seen != expected:
+                raise AssertionError(f"requence_task read {seen} updates, expected {expected}")
+            return task
+
+        size, blocks, kept = retained(read)
+        figures.update(
+            updates=expected,
+            kb_per_update=size / expected / 1024,
+            blocks_per_update=blocks / expected,
+        )
+        del kept
+    finally:
+        client.close()
     return figures
 
 
@@ -563,22 +687,28 @@ SCENARIOS: dict[str, tuple[Callable[[argparse.Namespace], list[str]], Callable[.
     ),
     "stream": (lambda a: [], stream_scenario),
     "files": (lambda a: ["--max-file-size", str((a.n + 1) << 20)], files_scenario),
+    "memory": (lambda a: ["--concurrency", str(MEMORY_WORKERS)], memory_scenario),
     "throughput": (lambda a: [], throughput_scenario),
     "throughput-peer": (lambda a: [], throughput_scenario),
 }
 # Scenarios served by the peer (``benchmarks.peer``) instead of the local server.
 PEER_SCENARIOS = {"throughput-peer"}
-SOCKET_SCENARIOS = {"in-flight", "floor-in-flight"}
+SOCKET_SCENARIOS = {"in-flight", "floor-in-flight", "memory"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scenario")
     parser.add_argument("name", choices=[*sorted(SCENARIOS), "load"])
     parser.add_argument(
-        "--n", type=int, default=500, help="tasks (stream: node updates; files: megabytes)"
+        "--n",
+        type=int,
+        default=500,
+        help="tasks (memory: in flight at once; stream: node updates; files: megabytes)",
     )
     parser.add_argument("--concurrency", type=int, default=4, help="the server's task concurrency")
     parser.add_argument("--rounds", type=int, default=3, help="stream: alternating rounds")
+    parser.add_argument("--handles", type=int, default=2000, help="memory: finished handles")
+    parser.add_argument("--updates", type=int, default=100_000, help="memory: node updates")
     parser.add_argument("--procs", type=int, default=2, help="throughput: load processes")
     parser.add_argument("--threads", type=int, default=2, help="throughput: threads per process")
     parser.add_argument("--seconds", type=float, default=5.0, help="throughput: load duration")

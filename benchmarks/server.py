@@ -5,10 +5,11 @@
 and prints one JSON line: ``{"access_token": ..., "base_url": ..., "bearer": ...}``.
 
 It then reads commands from stdin, one a line, and answers each with one JSON
-line: ``cpu`` (its CPU seconds so far) and ``latency SECONDS`` (the fault
-knob: seconds added before every request is handled). When stdin is closed it
-prints its CPU once more and exits; it also exits on its own after
-``--max-seconds``, so that it never outlives a harness that died.
+line: ``cpu`` (its CPU seconds so far), ``release`` (every ``gate`` node
+returns) and ``latency SECONDS`` (the fault knob: seconds added before every
+request is handled). When stdin is closed it prints its CPU once more and
+exits; it also exits on its own after ``--max-seconds``, so that it never
+outlives a harness that died.
 
 Templates:
 
@@ -16,7 +17,10 @@ Templates:
 - ``hold``: one node that waits ``input["seconds"]`` (default 2) before it returns;
 - ``stream``: one generator node that yields ``input["n"]`` node updates;
 - ``keep-file``: one node that returns the file of ``input["doc"]`` as it is
-  (its reference: nothing is copied).
+  (its reference: nothing is copied);
+- ``gate``: one node that waits until the ``release`` command (or the end of
+  stdin), at most ``input["seconds"]`` (default 600): every task of it stays
+  in flight until the scenario says so, however long creating them took.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ TEMPLATE = "bench"
 HOLD_TEMPLATE = "hold"
 STREAM_TEMPLATE = "stream"
 FILE_TEMPLATE = "keep-file"
+GATE_TEMPLATE = "gate"
+_GATE = threading.Event()  # set by the ``release`` command: every gate node returns
 
 
 def _trivial(ctx: Any) -> dict[str, int]:
@@ -53,6 +59,11 @@ def _stream(ctx: Any) -> Iterator[dict[str, int]]:
         yield {"i": index}
 
 
+def _gate(ctx: Any) -> dict[str, bool]:
+    # One wait on one event: 10,000 waiting nodes cost no CPU until the release.
+    return {"released": _GATE.wait(float((ctx.input or {}).get("seconds", 600.0)))}
+
+
 def templates() -> list[Template]:
     """The benchmark templates."""
     return [
@@ -60,6 +71,7 @@ def templates() -> list[Template]:
         Template(HOLD_TEMPLATE, nodes=[service("holder", _hold)]),
         Template(STREAM_TEMPLATE, nodes=[service("streamer", _stream)]),
         Template(FILE_TEMPLATE, nodes=[service("keeper", lambda ctx: {"doc": ctx.input["doc"]})]),
+        Template(GATE_TEMPLATE, nodes=[service("gate", _gate)]),
     ]
 
 
@@ -117,8 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             elif words[0] == "latency" and len(words) == 2:
                 rq.faults.latency = float(words[1])
                 _answer({"latency": rq.faults.latency})
+            elif words[0] == "release":
+                _GATE.set()
+                _answer({"released": True})
             else:
                 _answer({"error": f"unknown command {line.strip()!r}"})
+        _GATE.set()  # no gate node outlives the scenario (stop() would wait for them)
     _answer({"server_cpu_s": _cpu()})
     timer.cancel()
     return 0
