@@ -1,6 +1,6 @@
 """asyncio over the task handle's futures: ``await task``, ``task.aiter()``.
 
-No thread is used to wait. The handle's ``concurrent.futures`` futures and
+No thread is used to wait. The handle's outcomes (``_outcome.Outcome``) and
 its update listener call back from the thread that settles them; those
 callbacks only hand over to the event loop with ``call_soon_threadsafe``.
 
@@ -25,7 +25,6 @@ would only be seen when the task ends.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
 import math
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import TaskTimeoutError
 from ._models import TaskResult, Update
+from ._outcome import Outcome
 from ._validate import check_timeout
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _copy_state(source: concurrent.futures.Future[Any], target: asyncio.Future[Any]) -> None:
+def _copy_state(source: Outcome[Any], target: asyncio.Future[Any]) -> None:
     if target.done():
         return
     if source.cancelled():
@@ -64,19 +64,16 @@ def _call_in_loop(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) ->
         loop.call_soon_threadsafe(callback, *args)
 
 
-# One asyncio future per (handle future, event loop), shared by that loop's waiters: a
-# done-callback cannot be taken off a concurrent future, so a waiter that times out
-# and waits again must not add one more each time.
+# One asyncio future per (handle outcome, event loop), shared by that loop's waiters:
+# a waiter that times out and waits again must not add one more done-callback each time.
 _bridges: weakref.WeakKeyDictionary[
-    concurrent.futures.Future[Any],
+    Outcome[Any],
     weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[Any]],
 ] = weakref.WeakKeyDictionary()
 _bridges_lock = threading.Lock()
 
 
-def _bridge(
-    source: concurrent.futures.Future[T], loop: asyncio.AbstractEventLoop
-) -> asyncio.Future[T]:
+def _bridge(source: Outcome[T], loop: asyncio.AbstractEventLoop) -> asyncio.Future[T]:
     with _bridges_lock:
         per_loop = _bridges.get(source)
         if per_loop is None:
@@ -158,12 +155,12 @@ async def _wait(waiter: asyncio.Future[bool], timeout: float | None) -> bool:
 
 
 async def await_future(
-    source: concurrent.futures.Future[T],
+    source: Outcome[T],
     timeout: float | None,
     what: str,
     unreachable: Callable[[], BaseException | None] | None = None,
 ) -> T:
-    """Await a ``concurrent.futures.Future`` without a thread and without cancelling it.
+    """Await an outcome of the handle without a thread.
 
     ``unreachable``, called when the time-out ends, returns the error to raise
     instead of :class:`TaskTimeoutError` when Requence was unreachable meanwhile.
@@ -194,8 +191,9 @@ async def result(task: Task, timeout: float | None = None) -> TaskResult:
     """``await task.aresult(timeout)``; ``await task`` is this without a time-out."""
     seconds = check_timeout(timeout)
     what = "The task's result"
+    task._ensure_monitoring()
     return await await_future(
-        task.future, seconds, what, lambda: task._unreachable(what, seconds, follows=True)
+        task._result, seconds, what, lambda: task._unreachable(what, seconds, follows=True)
     )
 
 

@@ -78,7 +78,6 @@ a node first seen after the end starts in the state the end gives).
 
 from __future__ import annotations
 
-import concurrent.futures
 import copy
 from collections.abc import Iterable
 from types import MappingProxyType
@@ -97,6 +96,7 @@ from ._models import (
     UnknownUpdate,
     Update,
 )
+from ._outcome import Outcome
 from ._protocol import TASK_ABORTED, TASK_END, TASK_ERROR
 from ._states import (
     ABORTED,
@@ -398,7 +398,7 @@ class NodeFold:
 # --- the task -------------------------------------------------------------------------
 
 
-def _error_of(future: concurrent.futures.Future[Any]) -> BaseException | None:
+def _error_of(future: Outcome[Any]) -> BaseException | None:
     """A settled future's error, never waiting (``None`` if it has none, or is not done)."""
     if not future.done() or future.cancelled():
         return None
@@ -406,9 +406,9 @@ def _error_of(future: concurrent.futures.Future[Any]) -> BaseException | None:
 
 
 def state_of(
-    prepared: concurrent.futures.Future[Any],
-    created: concurrent.futures.Future[Any],
-    result: concurrent.futures.Future[Any],
+    prepared: Outcome[Any],
+    created: Outcome[Any],
+    result: Outcome[Any],
     fold: NodeFold,
 ) -> tuple[str, str | None]:
     """A task's state and its detail (a reason, an error, or ``None``), never waiting.

@@ -46,6 +46,7 @@ from ._errors import (
 )
 from ._fold import ContextFolder, NodeFold
 from ._models import Created, TaskResult, UnknownUpdate, Update
+from ._outcome import Outcome
 from ._pool import WorkerPool
 from ._protocol import TASK_END, TASK_ERROR
 from ._sse import RawEvent
@@ -83,7 +84,7 @@ def _data_of(record: Record) -> Any:
     return json.loads(data) if isinstance(data, str) else data
 
 
-def settle(future: concurrent.futures.Future[Any], error: BaseException) -> None:
+def settle(future: Outcome[Any], error: BaseException) -> None:
     """Fail ``future`` with ``error`` unless it is already settled."""
     with contextlib.suppress(concurrent.futures.InvalidStateError):
         future.set_exception(error)
@@ -92,24 +93,60 @@ def settle(future: concurrent.futures.Future[Any], error: BaseException) -> None
 class Monitor:
     """A task's updates as this handle saw them, and who waits on them."""
 
+    __slots__ = (
+        "__weakref__",
+        "_cond",
+        "_created",
+        "_demanded",
+        "_ended_raw",
+        "_fallback",
+        "_finishing",
+        "_folder",
+        "_follower",
+        "_listeners",
+        "_nodes",
+        "_on_update",
+        "_ordered",
+        "_readers",
+        "_records",
+        "_result",
+        "_skip_ids",
+        "_template",
+        "_waiting",
+        "_window",
+        "_window_start",
+        "error",
+        "finished",
+        "lock",
+        "prepared_at",
+        "source",
+        "stream",
+        "task_id",
+        "terminal",
+        "wanted",
+    )
+
     def __init__(
         self,
         follower: Follower,
         *,
         template: str | None,
-        created: concurrent.futures.Future[Created],
-        result: concurrent.futures.Future[TaskResult],
+        created: Outcome[Created],
+        result: Outcome[TaskResult],
         on_update: UpdateCallback | None,
         fallback: Callable[[str], Created],
     ) -> None:
-        self.cond = threading.Condition()
+        self.lock = threading.RLock()
+        # Made for the first iterator that waits (a Condition is about 1.4 KB, and most
+        # handles never have one).
+        self._cond: threading.Condition | None = None
         # Every update, as records; the typed ones of records[_window_start:]
         # (built once, on the stream's thread, for the iterators reading along).
         self._records: list[Record] = []
         self._window: list[Update] = []
         self._window_start = 0
         self._readers: dict[object, int] = {}  # each running iterator: its next index
-        self._waiting = 0  # iterators waiting on ``cond``
+        self._waiting = 0  # iterators waiting on ``_cond``
         self._nodes: NodeFold | None = None  # kept up to date once asked for
         self.finished = False
         self.error: BaseException | None = None
@@ -138,14 +175,14 @@ class Monitor:
 
     def prepared(self, task_id: str, prepared_at: float | None) -> None:
         """The task exists: its id, and when (server clock) it was prepared."""
-        with self.cond:
+        with self.lock:
             self.task_id = task_id
             self.prepared_at = prepared_at
             self._folder = ContextFolder(task_id=task_id)
 
     def demand(self) -> None:
         """Somebody waits on this task: make sure a source feeds it."""
-        with self.cond:
+        with self.lock:
             if self._demanded:
                 return
             self._demanded = True
@@ -156,7 +193,7 @@ class Monitor:
 
     def reset(self) -> None:
         """Forget every update (nobody saw them): the next source replays them all."""
-        with self.cond:
+        with self.lock:
             self._records, self._window, self._window_start = [], [], 0
             self._nodes = None
             self.terminal = None
@@ -168,10 +205,10 @@ class Monitor:
 
     def skip_seen(self) -> None:
         """The next source replays the task from its start: skip what came already."""
-        with self.cond:
+        with self.lock:
             records = list(self._records)
         seen = {uid for record in records if (uid := update_id(_data_of(record))) is not None}
-        with self.cond:
+        with self.lock:
             self._skip_ids = seen
 
     # --- feeding -------------------------------------------------------------------
@@ -185,7 +222,7 @@ class Monitor:
         """
         if not raw.refs and self._ordered is None:
             return self._fold(raw)
-        with self.cond:
+        with self.lock:
             if self.terminal is not None or self.finished or self._ended_raw:
                 return True
             if self._skipped(raw):
@@ -216,7 +253,7 @@ class Monitor:
         return False
 
     def _fold(self, raw: RawEvent) -> bool:
-        with self.cond:
+        with self.lock:
             if self.terminal is not None or self.finished:
                 return True
             if self._skipped(raw):
@@ -237,7 +274,7 @@ class Monitor:
             demanded = self._demanded
             listeners = list(self._listeners) if self._listeners else None
             if self._waiting:  # (notify_all costs, even with nobody to wake)
-                self.cond.notify_all()
+                self._wake()
         if listeners:  # (taken under the lock above: one lock per update, not two)
             self._call(listeners)
         if self._on_update is not None:
@@ -251,17 +288,17 @@ class Monitor:
 
     def fail(self, error: BaseException) -> None:
         """No update will come: waiters and iterators get ``error``."""
-        with self.cond:
+        with self.lock:
             if self.finished:
                 return
             self.error = error
             self.finished = True
-            self.cond.notify_all()
+            self._wake()
         settle(self._result, error)
         self._notify()
 
     def _start_finish(self, terminal: Update) -> None:
-        with self.cond:
+        with self.lock:
             if self._finishing:
                 return
             self._finishing = True
@@ -319,11 +356,22 @@ class Monitor:
                 self._result,
                 TaskAbortedError(reason, task_id=task_id, template=self._template),
             )
-        with self.cond:
+        with self.lock:
             self.finished = True
             self._release()
-            self.cond.notify_all()
+            self._wake()
         self._notify()
+
+    def _waiter(self) -> threading.Condition:
+        """The condition iterators wait on (under the lock)."""
+        if self._cond is None:
+            self._cond = threading.Condition(self.lock)
+        return self._cond
+
+    def _wake(self) -> None:
+        """Wake the iterators waiting for an update (under the lock)."""
+        if self._cond is not None:
+            self._cond.notify_all()
 
     def _trim(self) -> None:
         """Drop the oldest typed updates that no iterator still needs (under the lock)."""
@@ -363,18 +411,18 @@ class Monitor:
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` after each new update and at the end; returns the undo."""
-        with self.cond:
+        with self.lock:
             self._listeners.append(callback)
 
         def undo() -> None:
-            with self.cond, contextlib.suppress(ValueError):
+            with self.lock, contextlib.suppress(ValueError):
                 self._listeners.remove(callback)
                 self._release()
 
         return undo
 
     def _notify(self) -> None:
-        with self.cond:
+        with self.lock:
             if not self._listeners:
                 return
             listeners = list(self._listeners)
@@ -390,7 +438,7 @@ class Monitor:
 
     def since(self, index: int) -> tuple[list[Update], bool, BaseException | None]:
         """The updates from ``index`` on, whether no more will come, and the error."""
-        with self.cond:
+        with self.lock:
             ended, error = self.finished or self.terminal is not None, self.error
             if index >= self._window_start:
                 return self._window[index - self._window_start :], ended, error
@@ -410,14 +458,14 @@ class Monitor:
 
     def nodes(self) -> NodeFold:
         """The task's nodes as its updates so far show them (a snapshot; never waits)."""
-        with self.cond:
+        with self.lock:
             fold = self._nodes
             if fold is not None:
                 return fold.copy()
             source = self._records
             records = list(source)
         fold = NodeFold(self.task_id, self._built(ContextFolder(task_id=self.task_id), records, 0))
-        with self.cond:
+        with self.lock:
             if self._nodes is None and self._records is source and len(source) == len(records):
                 self._nodes = fold  # from now on, kept up to date as updates come
                 return fold.copy()
@@ -444,13 +492,13 @@ class Monitor:
         behind builds its own from the records, the same updates, once each.
         """
         reader = object()
-        with self.cond:
+        with self.lock:
             self._readers[reader] = 0
         try:
             index = 0
             own: ContextFolder | None = None  # once behind the window: its own fold
             while True:
-                with self.cond:
+                with self.lock:
                     deadline = None if timeout is None else time.monotonic() + timeout
                     while (
                         index >= len(self._records) and not self.finished and self.terminal is None
@@ -460,7 +508,7 @@ class Monitor:
                             raise self._wait_ended(timeout)
                         self._waiting += 1
                         try:
-                            self.cond.wait(remaining)
+                            self._waiter().wait(remaining)
                         finally:
                             self._waiting -= 1
                     if index < len(self._records):
@@ -488,7 +536,7 @@ class Monitor:
                 index += len(batch)
                 yield from batch
         finally:
-            with self.cond:
+            with self.lock:
                 self._readers.pop(reader, None)
                 self._release()
 

@@ -29,7 +29,8 @@ from ._follow import Monitor
 from ._follow import settle as _settle
 from ._html import task_html
 from ._http import RetryState
-from ._models import Created, TaskResult, Update
+from ._models import Created, Prepared, TaskResult, Update
+from ._outcome import Outcome, mirrored
 from ._progress import result_with_progress
 from ._protocol import LIVE_BRANCH, PRIORITY_DEFAULT, priority_to_wire
 from ._states import SUCCEEDED
@@ -150,9 +151,10 @@ class Task:
         self.priority = priority
         self.require_ack = require_ack
         self._on_update = on_update
-        self._prepared: concurrent.futures.Future[str] = concurrent.futures.Future()
-        self._created: concurrent.futures.Future[Created] = concurrent.futures.Future()
-        self._result: concurrent.futures.Future[TaskResult] = concurrent.futures.Future()
+        self._prepared: Outcome[str] = Outcome()
+        self._created: Outcome[Created] = Outcome()
+        self._result: Outcome[TaskResult] = Outcome()
+        self._future: concurrent.futures.Future[TaskResult] | None = None  # made when asked for
         self._monitor = Monitor(
             client._follower,
             template=template,
@@ -232,7 +234,7 @@ class Task:
         assert template is not None  # only handles made by __init__ are created here
         prepared = client._api.prepare(template, state=self._creation)
         task_id = prepared.task_id
-        self._prepared_answer = prepared
+        self._prepared_answer: Prepared | None = prepared
         self._monitor.prepared(task_id, prepared.server_time)
         client._follower.prepared(self._monitor)
         self._prepared.set_result(task_id)
@@ -251,15 +253,16 @@ class Task:
 
     def _finalize(self, task_id: str) -> Created:
         pending, self._pending = self._pending, None  # (its bytes are not kept)
-        assert pending is not None
+        prepared, self._prepared_answer = self._prepared_answer, None  # (nor the answer)
+        assert pending is not None and prepared is not None
         body = Outbound(
             self._client._api,
-            self._prepared_answer,
+            prepared,
             template=self.template,
             body=self._finalize_body,
         ).finalize_body(pending)
         return self._client._api.finalize(
-            self._prepared_answer,
+            prepared,
             body,
             template=self.template,
             state=self._creation,
@@ -270,7 +273,7 @@ class Task:
 
     def _wait(
         self,
-        future: concurrent.futures.Future[Any],
+        future: Outcome[Any],
         timeout: float | None,
         what: str,
         *,
@@ -405,18 +408,24 @@ class Task:
     def future(self) -> concurrent.futures.Future[TaskResult]:
         """A ``concurrent.futures.Future`` of the result (for ``wait``, ``as_completed``).
 
-        Reading it starts monitoring. Cancelling it does not abort the task.
+        Reading it starts monitoring. Cancelling it does not abort the task, nor
+        change what :meth:`result` says. The same future each time.
         """
         self._ensure_monitoring()
-        return self._result
+        with self._lock:
+            if self._future is None:
+                self._future = mirrored(self._result)
+            return self._future
 
     def done(self) -> bool:
         """Whether the task has ended (or could not be created). Starts monitoring."""
-        return self.future.done()
+        self._ensure_monitoring()
+        return self._result.done()
 
     def add_done_callback(self, callback: Callable[[Task], Any]) -> None:
         """Call ``callback(task)`` once the task has ended (at once if it has)."""
-        self.future.add_done_callback(lambda _future: callback(self))
+        self._ensure_monitoring()
+        self._result.add_done_callback(lambda _outcome: callback(self))
 
     # --- notebooks, fan-out, asyncio ------------------------------------------------------
 
@@ -425,7 +434,8 @@ class Task:
 
         Never waits: it shows what the handle knows now (asking starts monitoring).
         """
-        result = self.future  # asking starts monitoring; the view shows what is known now
+        self._ensure_monitoring()  # asking starts monitoring; the view shows what is known now
+        result = self._result
         fold = fold_task(self)
         state, detail = task_state(self, fold)
         created = self._created

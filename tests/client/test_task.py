@@ -628,6 +628,18 @@ def test_done_and_callbacks(client: Client, gate_key: str) -> None:
     assert late == [task]
 
 
+def test_the_future_is_one_and_cancelling_it_spoils_nothing(
+    client: Client, gate_key: str
+) -> None:
+    task = Task("gated", {"gate": gate_key}, client=client)
+    future = task.future
+    assert task.future is future
+    assert future.cancel()  # the user's own business: the task and result() go on
+    gate(gate_key).set()
+    assert task.result(timeout=5).result == {"opened": gate_key}
+    assert task.done() and future.cancelled()
+
+
 def test_done_of_a_failing_task(client: Client) -> None:
     task = Task("fail", {"name": "F"}, client=client)
     error = task.future.exception(timeout=5)
