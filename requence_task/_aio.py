@@ -271,7 +271,7 @@ class TaskUpdates(AsyncIterator[Update]):
         timed_out = False
         while True:
             # No await from this check to waiting: a wake-up cannot slip in between.
-            updates, finished, error = self._task._updates_since(self._index)
+            updates, finished, error = self._task._updates_since(self._index, reader=waker)
             if updates:
                 self._index += len(updates)
                 self._buffer.extend(updates)

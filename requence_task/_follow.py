@@ -67,9 +67,10 @@ REPLAY_WINDOW = 60.0
 # Forget handles that were garbage-collected every this many new tasks.
 _PRUNE_EVERY = 1024
 # A monitor keeps the typed updates of about this many recent updates for the
-# iterators reading along (more while one of them lags, up to WINDOW_MAX); of
-# the others, only their records.
-WINDOW = 1024
+# iterators and listeners reading along (more while one of them lags, up to
+# WINDOW_MAX); of the others, only their records. Small: what outlives a few
+# hundred allocations costs the cyclic garbage collector.
+WINDOW = 64
 WINDOW_MAX = 16384
 
 # What a monitor keeps of each update: its position, type and data, the data as
@@ -145,7 +146,8 @@ class Monitor:
         self._records: list[Record] = []
         self._window: list[Update] = []
         self._window_start = 0
-        self._readers: dict[object, int] = {}  # each running iterator: its next index
+        # Each running iterator and listener: the next index it reads.
+        self._readers: dict[object, int] = {}
         self._waiting = 0  # iterators waiting on ``_cond``
         self._nodes: NodeFold | None = None  # kept up to date once asked for
         self.finished = False
@@ -410,12 +412,17 @@ class Monitor:
     # --- reading ---------------------------------------------------------------------
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback()`` after each new update and at the end; returns the undo."""
+        """Call ``callback()`` after each new update and at the end; returns the undo.
+
+        The listener reads with ``since(index, reader=callback)``.
+        """
         with self.lock:
             self._listeners.append(callback)
+            self._readers[callback] = 0
 
         def undo() -> None:
             with self.lock, contextlib.suppress(ValueError):
+                self._readers.pop(callback, None)
                 self._listeners.remove(callback)
                 self._release()
 
@@ -436,10 +443,18 @@ class Monitor:
             except Exception:
                 log.exception("an update listener raised")
 
-    def since(self, index: int) -> tuple[list[Update], bool, BaseException | None]:
-        """The updates from ``index`` on, whether no more will come, and the error."""
+    def since(
+        self, index: int, reader: object = None
+    ) -> tuple[list[Update], bool, BaseException | None]:
+        """The updates from ``index`` on, whether no more will come, and the error.
+
+        ``reader``: the listener reading (see :meth:`listen`): the window keeps
+        what it has not read yet.
+        """
         with self.lock:
             ended, error = self.finished or self.terminal is not None, self.error
+            if reader is not None and reader in self._readers:
+                self._readers[reader] = len(self._records)  # what this answer holds
             if index >= self._window_start:
                 return self._window[index - self._window_start :], ended, error
             records = list(self._records)

@@ -249,7 +249,8 @@ def result_with_progress(
     require_tqdm()
     future = task.future
     wake = threading.Event()
-    undo = task._listen(wake.set)
+    listener = wake.set
+    undo = task._listen(listener)
     future.add_done_callback(lambda _future: wake.set())
     deadline = None if seconds is None else time.monotonic() + seconds
     bar = TaskBar(
@@ -261,7 +262,7 @@ def result_with_progress(
         index = 0
         while not future.done():
             wake.clear()
-            updates, _finished, _error = task._updates_since(index)
+            updates, _finished, _error = task._updates_since(index, reader=listener)
             index += len(updates)
             bar.feed(updates)
             if future.done():

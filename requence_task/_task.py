@@ -569,15 +569,16 @@ class Task:
         return self._ensure_monitoring().listen(callback)
 
     def _updates_since(
-        self, index: int, *, demand: bool = True
+        self, index: int, *, demand: bool = True, reader: object = None
     ) -> tuple[list[Update], bool, BaseException | None]:
         """The updates from ``index`` on, whether no more will come, and with what error.
 
         With ``demand=False`` only what the handle has seen, without starting to follow it.
+        ``reader``: the callback given to ``_listen`` by the one reading.
         """
         if demand:
             self._ensure_monitoring()
-        return self._monitor.since(index)
+        return self._monitor.since(index, reader)
 
     def _nodes(self) -> NodeFold:
         """The task's nodes as the handle has seen them (never starts following it)."""
