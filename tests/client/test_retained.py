@@ -5,6 +5,7 @@ from the records: the same updates, each once, in the same order."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 
@@ -82,3 +83,17 @@ def test_repr_and_nodes_of_a_long_task(client: Client, small_window: None) -> No
     assert repr(task).endswith(" succeeded>")
     again = fold_task(task)  # kept up to date since: the same, without a rebuild
     assert again is not fold and again.node_updates == N
+
+
+def test_an_async_iterator_reads_along_through_the_window(
+    client: Client, small_window: None
+) -> None:
+    task = Task("many", {"n": N}, client=client)
+
+    async def read() -> list[Update]:
+        return [update async for update in task.aiter(timeout=60)]
+
+    got = asyncio.run(read())
+    assert summary(got) == summary(list(task))
+    assert len(got) == N + 4
+    assert task._monitor._readers == {}  # its place is forgotten once it ended

@@ -628,9 +628,7 @@ def test_done_and_callbacks(client: Client, gate_key: str) -> None:
     assert late == [task]
 
 
-def test_the_future_is_one_and_cancelling_it_spoils_nothing(
-    client: Client, gate_key: str
-) -> None:
+def test_the_future_is_one_and_cancelling_it_spoils_nothing(client: Client, gate_key: str) -> None:
     task = Task("gated", {"gate": gate_key}, client=client)
     future = task.future
     assert task.future is future
