@@ -154,7 +154,7 @@ class Monitor:
         self.error: BaseException | None = None
         self.task_id: str | None = None
         self.prepared_at: float | None = None  # the server's clock, epoch seconds
-        self.terminal: Update | None = None
+        self.terminal: Update | None = None  # its end, until the result is settled
         self.stream: ResumingStream | None = None  # the stream feeding it, if any
         self._follower = follower
         self._template = template
@@ -360,6 +360,8 @@ class Monitor:
             )
         with self.lock:
             self.finished = True
+            self.terminal = None  # settled: its record is all that is kept of it
+            self._folder = None
             self._release()
             self._wake()
         self._notify()

@@ -544,8 +544,10 @@ def test_protect_while_finalize_in_flight() -> None:
             rq.faults.fail_next(1, endpoint="finalize")
             protected = Task("echo", {"k": "protected"}, client=c)
             protected_id = protected.task_id(timeout=5)
-            with pytest.raises(TaskTimeoutError):
-                protected.finalized(timeout=0)  # finalize still in flight
+            # Finalize still in flight: a time-out (once its first attempt got the 503,
+            # one that says Requence is unreachable meanwhile).
+            with pytest.raises(TimeoutError):
+                protected.finalized(timeout=0)
             protected.protect()
             assert rq.store.task(protected_id).protected is True
             assert protected.result(timeout=5).result == {"input": {"k": "protected"}}
