@@ -50,8 +50,9 @@ class Client:
         max_workers: The most threads that create tasks (prepare, uploads,
             finalize) at once. The pool starts with two and adds one only
             while jobs wait and the workers are waiting on the network (not
-            on the CPU, where more threads only add GIL hand-offs), or a job
-            has run long.
+            on the CPU, where more threads only add GIL hand-offs; on Linux,
+            waiting for a CPU on a loaded machine counts as on the CPU), or
+            a job has run long.
         verify: TLS verification for https URLs: ``True``, or a CA bundle path.
             ``False`` turns it off, with a warning.
         shared_stream: Follow the tasks you wait on over one shared stream of

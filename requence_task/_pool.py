@@ -9,11 +9,18 @@ More threads only help while the jobs wait on the network. When they are
 CPU-bound (a fast server: most of a creation is the client's own Python)
 extra threads only hand the GIL back and forth, which costs CPU on every
 switch. So the pool starts with two workers and adds one only when a job is
-waiting and either the process is not busy on the CPU (its CPU time over the
-last moments is under ``_BUSY`` of one core, so the workers are waiting on
-the network) or a running job has taken over ``_LONG`` seconds (a slow
-upload must not hold up the jobs behind it). When it declines with jobs
-waiting, a one-shot timer looks again ``_LONG`` seconds later.
+waiting and either the process is not busy on the CPU (over the last moments
+its threads ran, or waited for a CPU to run on, under ``_BUSY`` of one core:
+so the workers are waiting on the network) or a running job has taken over
+``_LONG`` seconds (a slow upload must not hold up the jobs behind it). When
+it declines with jobs waiting, a one-shot timer looks again ``_LONG``
+seconds later.
+
+The time spent waiting for a CPU matters on a loaded machine: there the
+process runs less than it would, which its CPU time alone would take for
+workers waiting on the network (and more workers then cost the most). Linux
+tells it per thread (``/proc/self/task/*/schedstat``); elsewhere the pool
+goes by the process's CPU time.
 """
 
 from __future__ import annotations
@@ -34,6 +41,35 @@ _FIRST = 2  # workers started without a measure of the work
 _BUSY = 0.75  # the process's CPU share of one core above which a worker more does not help
 _LONG = 0.25  # a job running longer than this lets another worker start anyway
 _WINDOW = 0.05  # seconds over which the process's CPU share is measured
+_TASKS = "/proc/self/task"
+_SCHEDSTAT = os.path.exists("/proc/self/schedstat")
+
+
+def _cpu_demand() -> dict[str, int]:
+    """Nanoseconds each thread of this process has run or waited to run on a CPU
+    (on Linux, from their schedstat; elsewhere the process's CPU time, as one)."""
+    if _SCHEDSTAT:
+        try:
+            tids = os.listdir(_TASKS)
+        except OSError:
+            tids = []
+        found = {}
+        for tid in tids:
+            try:
+                with open(f"{_TASKS}/{tid}/schedstat", "rb") as stat:
+                    ran, waited = stat.read().split()[:2]
+                found[tid] = int(ran) + int(waited)
+            except (OSError, ValueError):
+                continue  # a thread that just ended
+        if found:
+            return found
+    return {"": time.process_time_ns()}
+
+
+def _demanded(before: dict[str, int], after: dict[str, int]) -> float:
+    """Seconds of CPU demand between two readings (threads that ended meanwhile
+    take their time with them: the ones in both, and the new ones, count)."""
+    return sum(max(ns - before.get(tid, 0), 0) for tid, ns in after.items()) / 1e9
 
 
 class WorkerPool:
@@ -51,7 +87,7 @@ class WorkerPool:
         # When each running job started (monotonic), by worker.
         self._running: dict[int, float] = {}
         # The process's CPU time at the start of the current window, and its share.
-        self._window = (time.monotonic(), time.process_time())
+        self._window = (time.monotonic(), _cpu_demand())
         self._recheck: threading.Timer | None = None
         self._busy = 1.0  # until measured: two workers, and more once they are seen to wait
 
@@ -101,9 +137,9 @@ class WorkerPool:
         began, cpu_then = self._window
         if now - began < _WINDOW:
             return
-        cpu = time.process_time()
+        cpu = _cpu_demand()
         if now - began <= 4 * _WINDOW:  # an older window says nothing of this moment
-            self._busy = (cpu - cpu_then) / (now - began)
+            self._busy = _demanded(cpu_then, cpu) / (now - began)
         self._window = (now, cpu)
 
     def _work(self) -> None:

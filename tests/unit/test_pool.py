@@ -3,9 +3,15 @@ while jobs wait on something other than the CPU."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
+import pytest
+
+from requence_task import _pool
 from requence_task._pool import WorkerPool
 
 
@@ -53,3 +59,30 @@ def test_the_pool_starts_with_two_workers_and_never_passes_its_bound() -> None:
         release.set()
     finally:
         pool.close()
+
+
+def _spin(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+@pytest.mark.skipif(not _pool._SCHEDSTAT, reason="needs Linux's per-thread schedstat")
+def test_cpu_bound_jobs_on_a_loaded_machine_do_not_grow_the_pool() -> None:
+    # Other processes keep every core busy: this one runs less than it would. Its
+    # jobs are CPU-bound all the same; more workers would only cost more.
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    pool = WorkerPool(8, name="test-pool")
+    try:
+        time.sleep(0.2)
+        for _round in range(3):  # submitted in bursts, as Task() calls come
+            _run(pool, [lambda: _spin(0.01)] * 30)
+        assert pool.thread_count == 2
+    finally:
+        pool.close()
+        for hog in hogs:
+            hog.kill()
+            hog.wait(10)
