@@ -111,6 +111,16 @@ PLAN = [
     Job("create", _ours("create"), what="N tasks, every finalized()"),
     Job("floor-create", _ours("floor-create"), what="the floor of create"),
     Job("official-create", _ours("create"), official=True, what="official client: create"),
+    Job(
+        "create-loaded",
+        _ours("create", "--hogs", str(os.cpu_count() or 2)),
+        what="create while a busy loop runs on every core",
+    ),
+    Job(
+        "floor-create-loaded",
+        _ours("floor-create", "--hogs", str(os.cpu_count() or 2)),
+        what="the floor of create-loaded",
+    ),
     Job("results", _ours("results"), what="N tasks, every result()"),
     Job("floor-results", _ours("floor-results"), what="the floor of results"),
     Job("official-results", _ours("results"), official=True, what="official client: results"),
@@ -444,12 +454,12 @@ def build_rows(results: dict[str, dict[str, Any]], official_note: str) -> list[d
         rows.append(row)
 
     # create / results: CPU per task vs the floor; vs the official client.
-    for name in ("create", "results"):
+    for name in ("create", "create-loaded", "results"):
         m, floor, off = med(name), med(f"floor-{name}"), med(f"official-{name}")
         cpu_ratio = _ratio(
             m and m["client_cpu_ms_per_task"], floor and floor["client_cpu_ms_per_task"]
         )
-        limit = CREATE_CPU_VS_FLOOR if name == "create" else CPU_VS_FLOOR
+        limit = CREATE_CPU_VS_FLOOR if name.startswith("create") else CPU_VS_FLOOR
         cells: dict[str, str] = {"target": f"CPU <= {limit}x floor"}
         if cpu_ratio is not None:
             cells["vs_base"] = f"CPU {cpu_ratio:.2f}x floor"

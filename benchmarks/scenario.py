@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._measure import ServerProcess, measured, watchdog
@@ -696,6 +696,23 @@ PEER_SCENARIOS = {"throughput-peer"}
 SOCKET_SCENARIOS = {"in-flight", "floor-in-flight", "memory"}
 
 
+@contextlib.contextmanager
+def _hogs(count: int) -> Iterator[None]:
+    """``count`` processes that keep a core busy each, while the block runs."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
+    try:
+        if hogs:
+            time.sleep(0.5)  # the load is there before the scenario starts
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scenario")
     parser.add_argument("name", choices=[*sorted(SCENARIOS), "load"])
@@ -716,6 +733,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-url", help="load: the server")
     parser.add_argument("--start-at", type=float, default=0.0, help="load: epoch start time")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this long")
+    parser.add_argument(
+        "--hogs", type=int, default=0, help="busy-loop processes running beside (a loaded machine)"
+    )
     args = parser.parse_args(argv)
     args.sockets = args.name in SOCKET_SCENARIOS
     if args.name == "load":
@@ -729,9 +749,11 @@ def main(argv: list[str] | None = None) -> int:
     module = "benchmarks.peer" if args.name in PEER_SCENARIOS else "benchmarks.server"
     server = ServerProcess(sys.executable, extra, module=module)
     watchdog(args.timeout, on_expiry=server.kill)
-    with server:
+    with server, _hogs(args.hogs):
         figures = scenario(Context(server, server.bearer, args))
     figures["scenario"] = args.name
+    if args.hogs:
+        figures["hogs"] = args.hogs
     print(json.dumps(figures), flush=True)
     return 0
 
