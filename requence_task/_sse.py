@@ -33,9 +33,13 @@ _CLAIM_CHECK = f'"{TAG_CLAIM_CHECK}"'
 _ID_LINE = re.compile(rb"^id: ?([0-9]+)$", re.MULTILINE)
 
 
-@attrs.frozen
+@attrs.define
 class RawEvent:
-    """One SSE event: its position (the ``id:``), type and JSON object."""
+    """One SSE event: its position (the ``id:``), type and JSON object.
+
+    Not frozen (nothing changes one once made; ``attrs.evolve`` makes another):
+    a frozen class's ``__init__`` costs twice as much, on every event.
+    """
 
     position: int | None
     type: str
@@ -74,57 +78,47 @@ def decode(
         if match is not None:
             skipped(int(match.group(1)))
 
-    for event in events(frames(chunks, skip_frame, on_frame)):
-        parsed = _parse(event, what, skipped)
+    for event_id, event_type, text in events(frames(chunks, skip_frame, on_frame)):
+        parsed = _parse(event_id, event_type, text, what, skipped)
         if parsed is not None:
             yield parsed
 
 
-def _parse(event: Any, what: str, skipped: Callable[[int], object]) -> RawEvent | None:
+def _parse(
+    event_id: str | None, event_type: str, text: str, what: str, skipped: Callable[[int], object]
+) -> RawEvent | None:
     position: int | None = None
-    if event.id:
+    if event_id:
         try:
-            position = int(event.id)
+            position = int(event_id)
         except (TypeError, ValueError):
             log.warning("%s: skipped an event whose id is not an integer", what)
             return None
     try:
-        data = json.loads(event.data)
+        data = json.loads(text)
     except ValueError:
-        log.warning("%s: skipped a %r event whose data is not JSON", what, event.event)
+        log.warning("%s: skipped a %r event whose data is not JSON", what, event_type)
         if position is not None:
             skipped(position)
         return None
     if not isinstance(data, dict):
-        log.warning("%s: skipped a %r event whose data is not a JSON object", what, event.event)
+        log.warning("%s: skipped a %r event whose data is not a JSON object", what, event_type)
         if position is not None:
             skipped(position)
         return None
-    text = event.data
     refs = _REFERENCE in text
     return RawEvent(
-        position=position,
-        type=sys.intern(str(event.event)),  # a few names, kept once
-        data=data,
-        text=text,
-        refs=refs,
-        claims=refs and _CLAIM_CHECK in text,
+        position,
+        sys.intern(event_type),  # a few names, kept once
+        data,
+        text,
+        refs,
+        refs and _CLAIM_CHECK in text,
     )
 
 
-class _Canonical:
-    """An event read from a frame of the protocol's own shape (see :func:`events`)."""
-
-    __slots__ = ("data", "event", "id")
-
-    def __init__(self, id: str, event: str, data: str) -> None:
-        self.id = id
-        self.event = event
-        self.data = data
-
-
-def events(frames: Iterable[bytes]) -> Iterator[Any]:
-    """The events of whole frames (objects with ``id``, ``event`` and ``data`` text).
+def events(frames: Iterable[bytes]) -> Iterator[tuple[str | None, str, str]]:
+    """The events of whole frames, as ``(id, event, data)`` texts.
 
     A frame of exactly the shape the protocol sends (``id: N``, ``event: T``,
     one ``data:`` line) is read directly, which is several times cheaper;
@@ -144,9 +138,10 @@ def events(frames: Iterable[bytes]) -> Iterator[Any]:
                 event = parts[1][7:].decode()
                 data = parts[2][6:].decode()
                 if event and event.strip() == event and data.strip() == data:
-                    yield _Canonical(parts[0][4:].decode(), event, data)
+                    yield parts[0][4:].decode(), event, data
                     continue
-        yield from sseclient.SSEClient(iter([frame])).events()
+        for parsed in sseclient.SSEClient(iter([frame])).events():
+            yield parsed.id, str(parsed.event), parsed.data
 
 
 def frames(

@@ -434,6 +434,6 @@ def test_fast_frames_read_as_sseclient_reads_them(
         ("".join(f"{f}{sep}{v}\n" for f, sep, v in lines) + "\n").encode(),
     ]
     for frame in frames:
-        ours = [(e.id, e.event, e.data) for e in events(iter([frame]))]
+        ours = list(events(iter([frame])))
         theirs = [(e.id, e.event, e.data) for e in sseclient.SSEClient(iter([frame])).events()]
         assert ours == theirs, frame
