@@ -2,7 +2,7 @@
 a task handle uses inside, at a tenth of its size.
 
 A ``Future`` carries a ``threading.Condition`` of its own (about 1.6 KB with
-it); a handle has three of them, for each of the ten thousands of tasks a
+it); a handle has three of them, for each of the tens of thousands of tasks a
 program may hold. An :class:`Outcome` has a few slots; a thread that blocks on
 one gets a ``threading.Event`` for the wait, which is dropped once settled.
 The public ``Task.future`` is a real ``Future``, made when first asked for.
@@ -79,11 +79,6 @@ class Outcome(Generic[T]):
                 self._callbacks.append(callback)
                 return
         self._call(callback)
-
-    def remove_done_callback(self, callback: Callable[[Outcome[T]], object]) -> None:
-        with _LOCK:
-            if self._callbacks and callback in self._callbacks:
-                self._callbacks.remove(callback)
 
     def _wait(self, timeout: float | None) -> None:
         if self._state != _PENDING:
