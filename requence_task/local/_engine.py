@@ -2,7 +2,10 @@
 
 All state changes of a task, and the events that announce them, happen under
 one lock, so a task emits ``taskStart`` first and exactly one terminal update
-last, whatever races between runners, abort and shutdown.
+last, whatever races between runners, abort and shutdown. The rows of the
+tasks that have not ended are kept in memory too (``_live``, changed under
+that lock with the store), so the API's checks and the runners read no
+database for them.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ class Engine:
         self._queue: list[tuple[int, int, str]] = []
         self._runs: dict[str, _Run] = {}
         self._ended: set[str] = set()
+        self._live: dict[str, TaskRow] = {}  # the rows of tasks not ended, as stored
         self._seq = store.max_queue_seq()
         self._stopping = False
         self._workers: list[threading.Thread] = []
@@ -163,6 +167,8 @@ class Engine:
             self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": INTERRUPTED_REASON})
         for task in self.store.tasks_with_status([PENDING]):
             if task.template in self.templates:
+                with self._lock:
+                    self._live[task.id] = task
                 self._enqueue(task.id, task.priority or 0, task.queue_seq or 0)
             else:
                 reason = f"the template {task.template!r} is no longer defined on this server"
@@ -199,6 +205,7 @@ class Engine:
             if not self._emit(task, type, fields):
                 return False
             self._ended.add(task.id)
+            self._live.pop(task.id, None)
             run = self._runs.get(task.id)
             if run is not None:
                 run.ended = True
@@ -218,7 +225,8 @@ class Engine:
     # --- API operations (called from the HTTP handlers) ----------------------
 
     def owned(self, task_id: str, project: str) -> TaskRow:
-        task = self.store.task(task_id)
+        """The task's row (of a live task, from memory); 404 if not in ``project``."""
+        task = self._live.get(task_id) or self.store.task(task_id)
         if task is None or task.project != project:
             raise ApiError(404, f"No task with id {task_id!r} exists in this project.")
         return task
@@ -231,9 +239,9 @@ class Engine:
                 404, f"Unknown task template {template_name!r}. Templates on this server: {known}."
             )
         task_id = str(uuid.uuid4())
-        self.store.insert_task(task_id, project, template.name, template.branch, time.time())
-        task = self.store.task(task_id)
-        assert task is not None
+        task = self.store.insert_task(task_id, project, template.name, template.branch, time.time())
+        with self._lock:
+            self._live[task_id] = task
         return task
 
     def finalize(
@@ -261,16 +269,27 @@ class Engine:
             task = self.owned(task_id, project)
             self._check_state_for_finalize(task)
             self._seq += 1
+            finalized_at = time.time()
             self.store.finalize_task(
                 task_id,
                 name=name,
                 input_json=input_json,
                 priority=priority,
                 require_ack=require_ack,
-                finalized_at=time.time(),
+                finalized_at=finalized_at,
                 queue_seq=self._seq,
             )
-            task = self.owned(task_id, project)
+            # ``input`` is parsed JSON (the request's), so it is what the store reads back.
+            task = self._live[task_id] = attrs.evolve(
+                task,
+                name=name,
+                input=input,
+                priority=priority,
+                require_ack=require_ack,
+                status=PENDING,
+                finalized_at=finalized_at,
+                queue_seq=self._seq,
+            )
             self._emit(task, TASK_START, {"input": input})
             self._enqueue(task_id, priority, self._seq)
         return task
@@ -320,7 +339,11 @@ class Engine:
 
     def protect(self, task_id: str, project: str) -> None:
         self.owned(task_id, project)
-        self.store.protect(task_id)
+        with self._lock:
+            self.store.protect(task_id)
+            live = self._live.get(task_id)
+            if live is not None:
+                self._live[task_id] = attrs.evolve(live, protected=True)
 
     def ack(self, task_id: str, project: str) -> None:
         with self._lock:
@@ -336,7 +359,9 @@ class Engine:
     def get(
         self, task_id: str, project: str
     ) -> tuple[TaskRow, list[tuple[str, Any]], list[tuple[str, str]]]:
-        task = self.owned(task_id, project)
+        task = self.store.task(task_id)  # all of it, as stored: the live row may be older
+        if task is None or task.project != project:
+            raise ApiError(404, f"No task with id {task_id!r} exists in this project.")
         data, errors = self.store.node_outputs(task_id)
         return task, data, errors
 
@@ -347,6 +372,8 @@ class Engine:
                 ended_before=now - retention, prepared_before=now - prepare_ttl
             )
             self._ended.difference_update(deleted)
+            for task_id in deleted:
+                self._live.pop(task_id, None)
         self.files.delete_tasks(deleted)
         return deleted
 
@@ -369,10 +396,11 @@ class Engine:
                 if self._stopping:
                     return
                 _, _, task_id = heapq.heappop(self._queue)
-                task = self.store.task(task_id)
+                task = self._live.get(task_id)
                 if task is None or task.status != PENDING or task_id in self._ended:
                     continue
                 self.store.set_status(task_id, RUNNING)
+                task = self._live[task_id] = attrs.evolve(task, status=RUNNING)
                 run = self._runs[task_id] = _Run()
             try:
                 self._run(task, run)

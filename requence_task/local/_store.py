@@ -279,13 +279,33 @@ class Store:
 
     def insert_task(
         self, task_id: str, project: str, template: str, branch: str, created_at: float
-    ) -> None:
+    ) -> TaskRow:
+        """Store a prepared task; returns its row, as :meth:`task` would read it."""
         with self._lock:
             self._db.execute(
                 "INSERT INTO tasks (id, project, template, branch, status, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (task_id, project, template, branch, IDLE, created_at),
             )
+        return TaskRow(
+            id=task_id,
+            project=project,
+            template=template,
+            branch=branch,
+            name=None,
+            input=None,
+            priority=None,
+            require_ack=False,
+            status=IDLE,
+            final_status=None,
+            status_text=None,
+            result=None,
+            protected=False,
+            created_at=created_at,
+            finalized_at=None,
+            ended_at=None,
+            queue_seq=None,
+        )
 
     def task(self, task_id: str) -> TaskRow | None:
         with self._lock:
