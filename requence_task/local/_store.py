@@ -76,6 +76,9 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE INDEX IF NOT EXISTS files_task ON files (task_id);
 """
 
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+"""A value as compact JSON text (one encoder made once: ``json.dumps`` makes one a call)."""
+
 FILE_KINDS = ("file", "stream")
 FILE_REGISTERED = "registered"  # a stream without its body yet
 FILE_OPEN = "open"  # a stream being written
@@ -415,7 +418,7 @@ class Store:
         created_at: float,
     ) -> Event:
         """Store one update; ``data`` gains nothing here, it is stored as given."""
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        text = compact_json(data)
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO events (task_id, project, type, alias, data, created_at) "
