@@ -17,9 +17,10 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import attrs
 
@@ -69,6 +70,9 @@ from ._store import ENDED_STATUSES, Store, TaskRow, compact_json
 from ._templates import NodeContext, Output, Template
 
 log = logging.getLogger("requence_task.local")
+
+_T = TypeVar("_T")
+_END = object()  # the end of a node's generator
 
 INTERRUPTED_REASON = "interrupted: the local Requence stopped while the task was running"
 
@@ -139,6 +143,12 @@ class Engine:
         self._lock = threading.RLock()
         self._wakeup = threading.Condition(self._lock)
         self._queue: list[tuple[int, int, str]] = []
+        # Workers waiting for a task, and workers awake outside a node's code (who
+        # come back to the queue soon): a queued task wakes a worker only if
+        # none of those is awake, so cheap tasks run on one thread, not hand the
+        # GIL around, and a node that blocks still lets the next task start.
+        self._idle = 0
+        self._ready = 0
         self._runs: dict[str, _Run] = {}
         self._ended: set[str] = set()
         self._live: dict[str, TaskRow] = {}  # the rows of tasks not ended, as stored
@@ -165,6 +175,8 @@ class Engine:
             self._stopping = True
             for run in self._runs.values():
                 run.abort_event.set()
+            self._ready += self._idle
+            self._idle = 0
             self._wakeup.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._workers:
@@ -399,18 +411,44 @@ class Engine:
     def _enqueue(self, task_id: str, priority: int, seq: int) -> None:
         with self._lock:
             heapq.heappush(self._queue, (priority, seq, task_id))
+            if not self._ready:
+                self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake a waiting worker, if there is one (under the lock)."""
+        if self._idle:
+            self._idle -= 1
+            self._ready += 1
             self._wakeup.notify()
+
+    def _user_code(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``function(*args)``: a node's or a template's code, which may block. A
+        worker running it is not ready: a task waiting then wakes another one."""
+        with self._lock:
+            self._ready -= 1
+            if not self._ready and self._queue:
+                self._wake_one()
+        try:
+            return function(*args)
+        finally:
+            with self._lock:
+                self._ready += 1
 
     def queued(self) -> int:
         with self._lock:
             return len(self._queue)
 
     def _work(self) -> None:
+        with self._lock:
+            self._ready += 1
         while True:
             with self._lock:
                 while not self._queue and not self._stopping:
-                    self._wakeup.wait()
+                    self._ready -= 1
+                    self._idle += 1
+                    self._wakeup.wait()  # who wakes us counts us ready again
                 if self._stopping:
+                    self._ready -= 1
                     return
                 _, _, task_id = heapq.heappop(self._queue)
                 task = self._live.get(task_id)
@@ -454,10 +492,15 @@ class Engine:
             ctx._emit = defer
             self._emit(task, NODE_START, {"node": info}, node.alias)
             try:
-                value = node.function(ctx)
-                values = value if inspect.isgenerator(value) else ([] if value is None else [value])
+                value = self._user_code(node.function, ctx)
+                generator = value if inspect.isgenerator(value) else None
+                items: Iterable[Any] = (
+                    iter(partial(self._user_code, next, generator, _END), _END)
+                    if generator is not None
+                    else ([] if value is None else [value])
+                )
                 try:
-                    for item in values:
+                    for item in items:
                         if run.abort_event.is_set():
                             return
                         output = None
@@ -476,8 +519,8 @@ class Engine:
                         ctx._data[node.alias] = item
                         last_data = item
                 finally:
-                    if inspect.isgenerator(values):
-                        values.close()
+                    if generator is not None:
+                        self._user_code(generator.close)
             except BaseException as err:  # SystemExit in a node must not kill the worker
                 if run.abort_event.is_set():
                     return  # includes TaskAbortedSignal: the task already ended
@@ -503,7 +546,9 @@ class Engine:
         if run.abort_event.is_set():
             return
         try:
-            result = template.result(ctx) if template.result is not None else last_data
+            result = (
+                self._user_code(template.result, ctx) if template.result is not None else last_data
+            )
             result, _ = self._outbound(task, result, "result", "the template's result")
         except BaseException as err:
             if run.abort_event.is_set():
@@ -519,8 +564,10 @@ class Engine:
         """``(what goes on the wire, what later nodes see)`` of a node's data or a
         result: files and streams stored and replaced by references, the whole
         sent as a claim check when its compact JSON is over ``max_payload_size``."""
-        if has_objects(value):
-            value = dehydrate(value, lambda item, where: self._reference(task, item), path)
+        if has_objects(value):  # reading a node's files may block: it counts as its code
+            value = self._user_code(
+                dehydrate, value, lambda item, where: self._reference(task, item), path
+            )
         text = _json_text(value, f"{what} produced data that")
         seen = self.hydrate(value, path) if '"' + REFERENCE_TAG + '"' in text else value
         raw = text.encode("utf-8")
