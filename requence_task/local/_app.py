@@ -47,6 +47,7 @@ from ._engine import ApiError
 from ._feed import feed
 from ._fileroutes import file_routes
 from ._pages import page_routes
+from ._store import compact_json
 
 _WATCH_BODY_LIMIT = 64 * 1024
 """Largest body of a watch, a watch-all or an abort, in bytes."""
@@ -232,10 +233,10 @@ async def _json_object(request: Request, limit: int, *, empty_ok: bool = False) 
             return {}
         raise ApiError(400, "The request body is empty; send a JSON object.")
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        body = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
         # What cannot be written back as strict UTF-8 JSON (lone surrogates) is refused
         # here, not deep in storage after a stream has begun.
-        json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        compact_json(body).encode("utf-8")
     except RecursionError:
         raise ApiError(400, "The request body is JSON nested too deeply.") from None
     except (UnicodeError, ValueError) as err:
@@ -247,6 +248,10 @@ async def _json_object(request: Request, limit: int, *, empty_ok: bool = False) 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+"""What ``json.loads(raw, parse_constant=_reject_constant)`` uses, made once."""
 
 
 def _cursor(body: dict[str, Any]) -> tuple[int | None, float | None]:

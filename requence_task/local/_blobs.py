@@ -156,7 +156,7 @@ class FileStore:
     # --- URLs ---------------------------------------------------------------
 
     def task_key(self, task_id: str) -> str:
-        digest = hmac.new(self._secret, task_id.encode(), hashlib.sha256).digest()
+        digest = hmac.digest(self._secret, task_id.encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
 
     def key_ok(self, task_id: str, key: str) -> bool:

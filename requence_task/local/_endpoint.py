@@ -58,13 +58,14 @@ def route(
         except Exception:
             log.exception("%s %s failed", request.method, shown_path(request.url.path))
             response = PlainTextResponse("Internal error of the local Requence; see its log.", 500)
-        log.debug(
-            "%s %s -> %d (%.1f ms)",
-            request.method,
-            shown_path(request.url.path),
-            response.status_code,
-            (time.perf_counter() - started) * 1000,
-        )
+        if log.isEnabledFor(logging.DEBUG):  # the request's URL is not made otherwise
+            log.debug(
+                "%s %s -> %d (%.1f ms)",
+                request.method,
+                shown_path(request.url.path),
+                response.status_code,
+                (time.perf_counter() - started) * 1000,
+            )
         return response
 
     return Route(pattern, serve, methods=[method], name=name)

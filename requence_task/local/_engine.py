@@ -2,22 +2,25 @@
 
 All state changes of a task, and the events that announce them, happen under
 one lock, so a task emits ``taskStart`` first and exactly one terminal update
-last, whatever races between runners, abort and shutdown.
+last, whatever races between runners, abort and shutdown. The rows of the
+tasks that have not ended are kept in memory too (``_live``, changed under
+that lock with the store), so the API's checks and the runners read no
+database for them.
 """
 
 from __future__ import annotations
 
 import heapq
 import inspect
-import json
 import logging
+import os
 import threading
 import time
 import traceback
-import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import attrs
 
@@ -63,10 +66,13 @@ from .._wire import (
 )
 from ._blobs import FileStore, StreamWriter, TooLarge
 from ._hub import Hub
-from ._store import ENDED_STATUSES, Store, TaskRow
+from ._store import ENDED_STATUSES, Store, TaskRow, compact_json
 from ._templates import NodeContext, Output, Template
 
 log = logging.getLogger("requence_task.local")
+
+_T = TypeVar("_T")
+_END = object()  # the end of a node's generator
 
 INTERRUPTED_REASON = "interrupted: the local Requence stopped while the task was running"
 
@@ -86,13 +92,22 @@ class _Run:
     ended: bool = False
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="microseconds")
+
+
+def _random_uuid() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` makes it, only faster."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _json_text(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return compact_json(value)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{what} is not JSON-serialisable: {err}") from err
 
@@ -116,12 +131,27 @@ class Engine:
         self.hydrate = Hydrator(files.opener, files.claim_check)
         self.hub = hub
         self.templates = dict(templates)
+        # Each template's nodes with their updates' "node" field, made once.
+        self._nodes = {
+            name: [
+                (node, {"id": t.node_id(node.alias), "type": node.type, "alias": node.alias})
+                for node in t.order
+            ]
+            for name, t in self.templates.items()
+        }
         self.concurrency = concurrency
         self._lock = threading.RLock()
         self._wakeup = threading.Condition(self._lock)
         self._queue: list[tuple[int, int, str]] = []
+        # Workers waiting for a task, and workers awake outside a node's code (who
+        # come back to the queue soon): a queued task wakes a worker only if
+        # none of those is awake, so cheap tasks run on one thread, not hand the
+        # GIL around, and a node that blocks still lets the next task start.
+        self._idle = 0
+        self._ready = 0
         self._runs: dict[str, _Run] = {}
         self._ended: set[str] = set()
+        self._live: dict[str, TaskRow] = {}  # the rows of tasks not ended, as stored
         self._seq = store.max_queue_seq()
         self._stopping = False
         self._workers: list[threading.Thread] = []
@@ -145,6 +175,8 @@ class Engine:
             self._stopping = True
             for run in self._runs.values():
                 run.abort_event.set()
+            self._ready += self._idle
+            self._idle = 0
             self._wakeup.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._workers:
@@ -163,6 +195,8 @@ class Engine:
             self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": INTERRUPTED_REASON})
         for task in self.store.tasks_with_status([PENDING]):
             if task.template in self.templates:
+                with self._lock:
+                    self._live[task.id] = task
                 self._enqueue(task.id, task.priority or 0, task.queue_seq or 0)
             else:
                 reason = f"the template {task.template!r} is no longer defined on this server"
@@ -177,15 +211,16 @@ class Engine:
         with self._lock:
             if task.id in self._ended:
                 return False
+            now = time.time()
             data: dict[str, Any] = {
                 "taskId": task.id,
                 "task_id": task.id,
                 "rootTaskId": None,
-                "timestamp": _now_iso(),
-                "updateId": str(uuid.uuid4()),
+                "timestamp": _iso(now),
+                "updateId": _random_uuid(),
             }
             data.update(fields)
-            event = self.store.append_event(task.id, task.project, type, alias, data, time.time())
+            event = self.store.append_event(task.id, task.project, type, alias, data, now)
             self.hub.publish(event)
             return True
 
@@ -199,6 +234,7 @@ class Engine:
             if not self._emit(task, type, fields):
                 return False
             self._ended.add(task.id)
+            self._live.pop(task.id, None)
             run = self._runs.get(task.id)
             if run is not None:
                 run.ended = True
@@ -218,7 +254,8 @@ class Engine:
     # --- API operations (called from the HTTP handlers) ----------------------
 
     def owned(self, task_id: str, project: str) -> TaskRow:
-        task = self.store.task(task_id)
+        """The task's row (of a live task, from memory); 404 if not in ``project``."""
+        task = self._live.get(task_id) or self.store.task(task_id)
         if task is None or task.project != project:
             raise ApiError(404, f"No task with id {task_id!r} exists in this project.")
         return task
@@ -230,10 +267,10 @@ class Engine:
             raise ApiError(
                 404, f"Unknown task template {template_name!r}. Templates on this server: {known}."
             )
-        task_id = str(uuid.uuid4())
-        self.store.insert_task(task_id, project, template.name, template.branch, time.time())
-        task = self.store.task(task_id)
-        assert task is not None
+        task_id = _random_uuid()
+        task = self.store.insert_task(task_id, project, template.name, template.branch, time.time())
+        with self._lock:
+            self._live[task_id] = task
         return task
 
     def finalize(
@@ -261,16 +298,27 @@ class Engine:
             task = self.owned(task_id, project)
             self._check_state_for_finalize(task)
             self._seq += 1
+            finalized_at = time.time()
             self.store.finalize_task(
                 task_id,
                 name=name,
                 input_json=input_json,
                 priority=priority,
                 require_ack=require_ack,
-                finalized_at=time.time(),
+                finalized_at=finalized_at,
                 queue_seq=self._seq,
             )
-            task = self.owned(task_id, project)
+            # ``input`` is parsed JSON (the request's), so it is what the store reads back.
+            task = self._live[task_id] = attrs.evolve(
+                task,
+                name=name,
+                input=input,
+                priority=priority,
+                require_ack=require_ack,
+                status=PENDING,
+                finalized_at=finalized_at,
+                queue_seq=self._seq,
+            )
             self._emit(task, TASK_START, {"input": input})
             self._enqueue(task_id, priority, self._seq)
         return task
@@ -320,7 +368,11 @@ class Engine:
 
     def protect(self, task_id: str, project: str) -> None:
         self.owned(task_id, project)
-        self.store.protect(task_id)
+        with self._lock:
+            self.store.protect(task_id)
+            live = self._live.get(task_id)
+            if live is not None:
+                self._live[task_id] = attrs.evolve(live, protected=True)
 
     def ack(self, task_id: str, project: str) -> None:
         with self._lock:
@@ -336,7 +388,9 @@ class Engine:
     def get(
         self, task_id: str, project: str
     ) -> tuple[TaskRow, list[tuple[str, Any]], list[tuple[str, str]]]:
-        task = self.owned(task_id, project)
+        task = self.store.task(task_id)  # all of it, as stored: the live row may be older
+        if task is None or task.project != project:
+            raise ApiError(404, f"No task with id {task_id!r} exists in this project.")
         data, errors = self.store.node_outputs(task_id)
         return task, data, errors
 
@@ -347,6 +401,8 @@ class Engine:
                 ended_before=now - retention, prepared_before=now - prepare_ttl
             )
             self._ended.difference_update(deleted)
+            for task_id in deleted:
+                self._live.pop(task_id, None)
         self.files.delete_tasks(deleted)
         return deleted
 
@@ -355,24 +411,51 @@ class Engine:
     def _enqueue(self, task_id: str, priority: int, seq: int) -> None:
         with self._lock:
             heapq.heappush(self._queue, (priority, seq, task_id))
+            if not self._ready:
+                self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake a waiting worker, if there is one (under the lock)."""
+        if self._idle:
+            self._idle -= 1
+            self._ready += 1
             self._wakeup.notify()
+
+    def _user_code(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``function(*args)``: a node's or a template's code, which may block. A
+        worker running it is not ready: a task waiting then wakes another one."""
+        with self._lock:
+            self._ready -= 1
+            if not self._ready and self._queue:
+                self._wake_one()
+        try:
+            return function(*args)
+        finally:
+            with self._lock:
+                self._ready += 1
 
     def queued(self) -> int:
         with self._lock:
             return len(self._queue)
 
     def _work(self) -> None:
+        with self._lock:
+            self._ready += 1
         while True:
             with self._lock:
                 while not self._queue and not self._stopping:
-                    self._wakeup.wait()
+                    self._ready -= 1
+                    self._idle += 1
+                    self._wakeup.wait()  # who wakes us counts us ready again
                 if self._stopping:
+                    self._ready -= 1
                     return
                 _, _, task_id = heapq.heappop(self._queue)
-                task = self.store.task(task_id)
+                task = self._live.get(task_id)
                 if task is None or task.status != PENDING or task_id in self._ended:
                     continue
                 self.store.set_status(task_id, RUNNING)
+                task = self._live[task_id] = attrs.evolve(task, status=RUNNING)
                 run = self._runs[task_id] = _Run()
             try:
                 self._run(task, run)
@@ -395,11 +478,10 @@ class Engine:
             return
         ctx = NodeContext(task_id=task.id, input=input, name=task.name, abort_event=run.abort_event)
         last_data: Any = None
-        for node in template.order:
+        for node, info in self._nodes[task.template]:
             if run.abort_event.is_set():
                 return
             alias = node.alias
-            info = {"id": template.node_id(alias), "type": node.type, "alias": alias}
             ctx.alias = node.alias
 
             def defer(
@@ -410,10 +492,15 @@ class Engine:
             ctx._emit = defer
             self._emit(task, NODE_START, {"node": info}, node.alias)
             try:
-                value = node.function(ctx)
-                values = value if inspect.isgenerator(value) else ([] if value is None else [value])
+                value = self._user_code(node.function, ctx)
+                generator = value if inspect.isgenerator(value) else None
+                items: Iterable[Any] = (
+                    iter(partial(self._user_code, next, generator, _END), _END)
+                    if generator is not None
+                    else ([] if value is None else [value])
+                )
                 try:
-                    for item in values:
+                    for item in items:
                         if run.abort_event.is_set():
                             return
                         output = None
@@ -432,8 +519,8 @@ class Engine:
                         ctx._data[node.alias] = item
                         last_data = item
                 finally:
-                    if inspect.isgenerator(values):
-                        values.close()
+                    if generator is not None:
+                        self._user_code(generator.close)
             except BaseException as err:  # SystemExit in a node must not kill the worker
                 if run.abort_event.is_set():
                     return  # includes TaskAbortedSignal: the task already ended
@@ -459,7 +546,9 @@ class Engine:
         if run.abort_event.is_set():
             return
         try:
-            result = template.result(ctx) if template.result is not None else last_data
+            result = (
+                self._user_code(template.result, ctx) if template.result is not None else last_data
+            )
             result, _ = self._outbound(task, result, "result", "the template's result")
         except BaseException as err:
             if run.abort_event.is_set():
@@ -475,8 +564,10 @@ class Engine:
         """``(what goes on the wire, what later nodes see)`` of a node's data or a
         result: files and streams stored and replaced by references, the whole
         sent as a claim check when its compact JSON is over ``max_payload_size``."""
-        if has_objects(value):
-            value = dehydrate(value, lambda item, where: self._reference(task, item), path)
+        if has_objects(value):  # reading a node's files may block: it counts as its code
+            value = self._user_code(
+                dehydrate, value, lambda item, where: self._reference(task, item), path
+            )
         text = _json_text(value, f"{what} produced data that")
         seen = self.hydrate(value, path) if '"' + REFERENCE_TAG + '"' in text else value
         raw = text.encode("utf-8")

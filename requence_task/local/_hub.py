@@ -3,9 +3,12 @@
 The engine stores an event, then publishes it here while still holding its
 lock, so events reach the loop in position order. Each stream subscribes
 *before* reading history from the store and drops what it already sent, so
-nothing falls between the two. A stream that cannot keep up overflows its
-queue and goes back to reading the store: memory stays bounded, and still
-nothing is lost.
+nothing falls between the two; for the same reason an event that nobody
+listens to when it is published is dropped here (a stream subscribing later
+reads it from the store). Events published while the loop has not yet taken
+the earlier ones join them: one wake-up of the loop delivers them all. A
+stream that cannot keep up overflows its queue and goes back to reading the
+store: memory stays bounded, and still nothing is lost.
 """
 
 from __future__ import annotations
@@ -57,11 +60,13 @@ class Hub:
         self._by_project: dict[str, set[Subscription]] = defaultdict(set)
         self._lock = threading.Lock()
         self._closed = False
+        self._pending: list[Event] = []  # published, not yet taken by the loop
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._loop = loop
             self._closed = False
+            self._pending.clear()
 
     @property
     def subscriber_count(self) -> int:
@@ -96,14 +101,20 @@ class Hub:
 
     # Called from any thread.
     def publish(self, event: Event) -> None:
+        if not (self._by_task.get(event.task_id) or self._by_project.get(event.project)):
+            return  # nobody listens; who subscribes later reads it from the store
         with self._lock:
             loop = self._loop
             if loop is None or self._closed:
                 return
+            self._pending.append(event)
+            if len(self._pending) > 1:
+                return  # the loop is already called for the earlier ones
             try:
-                loop.call_soon_threadsafe(self._dispatch, event)
+                loop.call_soon_threadsafe(self._dispatch)
             except RuntimeError:  # the loop closed under us: nobody listens any more
                 self._loop = None
+                self._pending.clear()
 
     def close(self) -> None:
         """End every stream (server shutdown)."""
@@ -114,11 +125,14 @@ class Hub:
             with contextlib.suppress(RuntimeError):  # the loop already closed
                 loop.call_soon_threadsafe(self._close_all)
 
-    def _dispatch(self, event: Event) -> None:
-        for sub in self._by_task.get(event.task_id, ()):
-            sub.offer(event)
-        for sub in self._by_project.get(event.project, ()):
-            sub.offer(event)
+    def _dispatch(self) -> None:
+        with self._lock:
+            events, self._pending = self._pending, []
+        for event in events:
+            for sub in self._by_task.get(event.task_id, ()):
+                sub.offer(event)
+            for sub in self._by_project.get(event.project, ()):
+                sub.offer(event)
 
     def _close_all(self) -> None:
         for table in (self._by_task, self._by_project):

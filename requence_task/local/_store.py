@@ -76,6 +76,9 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE INDEX IF NOT EXISTS files_task ON files (task_id);
 """
 
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+"""A value as compact JSON text (one encoder made once: ``json.dumps`` makes one a call)."""
+
 FILE_KINDS = ("file", "stream")
 FILE_REGISTERED = "registered"  # a stream without its body yet
 FILE_OPEN = "open"  # a stream being written
@@ -279,13 +282,33 @@ class Store:
 
     def insert_task(
         self, task_id: str, project: str, template: str, branch: str, created_at: float
-    ) -> None:
+    ) -> TaskRow:
+        """Store a prepared task; returns its row, as :meth:`task` would read it."""
         with self._lock:
             self._db.execute(
                 "INSERT INTO tasks (id, project, template, branch, status, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (task_id, project, template, branch, IDLE, created_at),
             )
+        return TaskRow(
+            id=task_id,
+            project=project,
+            template=template,
+            branch=branch,
+            name=None,
+            input=None,
+            priority=None,
+            require_ack=False,
+            status=IDLE,
+            final_status=None,
+            status_text=None,
+            result=None,
+            protected=False,
+            created_at=created_at,
+            finalized_at=None,
+            ended_at=None,
+            queue_seq=None,
+        )
 
     def task(self, task_id: str) -> TaskRow | None:
         with self._lock:
@@ -395,7 +418,7 @@ class Store:
         created_at: float,
     ) -> Event:
         """Store one update; ``data`` gains nothing here, it is stored as given."""
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        text = compact_json(data)
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO events (task_id, project, type, alias, data, created_at) "
