@@ -458,19 +458,20 @@ def memory_scenario(ctx: Context) -> dict[str, Any]:
             stats = snapshot.statistics("filename")
             return sum(s.size for s in stats), sum(s.count for s in stats), kept
 
+        def record_retained(per: str, count: int, make: Callable[[], Any]) -> None:
+            """``kb_per_<per>`` and ``blocks_per_<per>``: what ``make()``'s result holds."""
+            size, blocks, _kept = retained(make)  # (kept alive until here)
+            figures[f"kb_per_{per}"] = size / count / 1024
+            figures[f"blocks_per_{per}"] = blocks / count
+
         def finished() -> list[Any]:
             tasks = [Task(TEMPLATE, input=INPUT, client=client) for _ in range(handles)]
             for task in tasks:
                 task.result(timeout=WAIT)
             return tasks
 
-        size, blocks, kept = retained(finished)
-        figures.update(
-            handles=handles,
-            kb_per_handle=size / handles / 1024,
-            blocks_per_handle=blocks / handles,
-        )
-        del kept
+        figures["handles"] = handles
+        record_retained("handle", handles, finished)
         # Made over plain HTTP while no handle of this client is alive (its shared
         # stream is closed then): nothing of it reaches the client before part 3.
         stream_id, _watch_url, figures["generate_s"] = _ended_stream_task(ctx, updates)
@@ -483,13 +484,8 @@ def memory_scenario(ctx: Context) -> dict[str, Any]:
                 raise AssertionError(f"requence_task read {seen} updates, expected {expected}")
             return task
 
-        size, blocks, kept = retained(read)
-        figures.update(
-            updates=expected,
-            kb_per_update=size / expected / 1024,
-            blocks_per_update=blocks / expected,
-        )
-        del kept
+        figures["updates"] = expected
+        record_retained("update", expected, read)
     finally:
         client.close()
     return figures

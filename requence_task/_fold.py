@@ -128,7 +128,6 @@ __all__ = [
     "NodeFold",
     "fold_task",
     "known_id",
-    "seen_updates",
     "state_of",
     "task_state",
 ]
@@ -451,12 +450,6 @@ def state_of(
             return REJECTED, error.server_message or str(error)
         return NOT_CREATED, str(error)
     return (RUNNING if fold.seen else STARTED), None
-
-
-def seen_updates(task: Task) -> list[Update]:
-    """What the handle has seen so far; never waits, never starts following the task."""
-    updates, _finished, _error = task._updates_since(0, demand=False)
-    return updates
 
 
 def known_id(task: Task) -> str | None:

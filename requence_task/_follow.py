@@ -263,7 +263,9 @@ class Monitor:
             if self._folder is None:
                 self._folder = ContextFolder(task_id=self.task_id)
             update = self._folder.fold(raw.type, raw.data, raw.position)
-            self._records.append((raw.position, raw.type, raw.data if raw.refs else raw.text))
+            # (The text, unless its references were resolved into objects, or it has none.)
+            kept = raw.text if raw.text and not raw.refs else raw.data
+            self._records.append((raw.position, raw.type, kept))
             window = self._window
             window.append(update)
             if len(window) >= 2 * WINDOW:
