@@ -44,7 +44,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at REAL NOT NULL,
     finalized_at REAL,
     ended_at REAL,
-    queue_seq INTEGER
+    queue_seq INTEGER,
+    parent_task_id TEXT,
+    parent_node TEXT,
+    root_task_id TEXT,
+    exit TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
 CREATE TABLE IF NOT EXISTS events (
@@ -117,12 +121,19 @@ class TaskRow:
     finalized_at: float | None
     ended_at: float | None
     queue_seq: int | None
+    parent_task_id: str | None = None  # a sub-task's parent
+    parent_node: str | None = None  # the alias of the parent's node that runs it
+    root_task_id: str | None = None  # a sub-task's top-level task
+    exit: str | None = None  # the exit a task that succeeded ended through
 
 
 _TASK_COLUMNS = (
     "id, project, template, branch, name, input, priority, require_ack, status, final_status, "
-    "status_text, result, protected, created_at, finalized_at, ended_at, queue_seq"
+    "status_text, result, protected, created_at, finalized_at, ended_at, queue_seq, "
+    "parent_task_id, parent_node, root_task_id, exit"
 )
+# Columns added after the first release: added to an older database when it is opened.
+_ADDED_TASK_COLUMNS = ("parent_task_id TEXT", "parent_node TEXT", "root_task_id TEXT", "exit TEXT")
 
 
 _EVENT_COLUMNS = "position, task_id, project, type, data, created_at"
@@ -165,6 +176,10 @@ def _task_row(row: Sequence[Any]) -> TaskRow:
         finalized_at=row[14],
         ended_at=row[15],
         queue_seq=row[16],
+        parent_task_id=row[17],
+        parent_node=row[18],
+        root_task_id=row[19],
+        exit=row[20],
     )
 
 
@@ -180,6 +195,11 @@ class Store:
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+            for column in _ADDED_TASK_COLUMNS:
+                if column.split()[0] not in have:
+                    self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column}")
+            self._db.execute("CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_task_id)")
 
     def close(self) -> None:
         with self._lock:
@@ -281,14 +301,33 @@ class Store:
     # --- tasks --------------------------------------------------------------
 
     def insert_task(
-        self, task_id: str, project: str, template: str, branch: str, created_at: float
+        self,
+        task_id: str,
+        project: str,
+        template: str,
+        branch: str,
+        created_at: float,
+        *,
+        parent_task_id: str | None = None,
+        parent_node: str | None = None,
+        root_task_id: str | None = None,
     ) -> TaskRow:
         """Store a prepared task; returns its row, as :meth:`task` would read it."""
         with self._lock:
             self._db.execute(
-                "INSERT INTO tasks (id, project, template, branch, status, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (task_id, project, template, branch, IDLE, created_at),
+                "INSERT INTO tasks (id, project, template, branch, status, created_at, "
+                "parent_task_id, parent_node, root_task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task_id,
+                    project,
+                    template,
+                    branch,
+                    IDLE,
+                    created_at,
+                    parent_task_id,
+                    parent_node,
+                    root_task_id,
+                ),
             )
         return TaskRow(
             id=task_id,
@@ -308,6 +347,9 @@ class Store:
             finalized_at=None,
             ended_at=None,
             queue_seq=None,
+            parent_task_id=parent_task_id,
+            parent_node=parent_node,
+            root_task_id=root_task_id,
         )
 
     def task(self, task_id: str) -> TaskRow | None:
@@ -316,6 +358,15 @@ class Store:
                 f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
             ).fetchone()
         return None if row is None else _task_row(row)
+
+    def subtasks(self, task_id: str) -> list[TaskRow]:
+        """The sub-tasks a task started, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE parent_task_id = ? ORDER BY created_at",
+                (task_id,),
+            ).fetchall()
+        return [_task_row(row) for row in rows]
 
     def tasks_with_status(self, statuses: Iterable[str]) -> list[TaskRow]:
         wanted = tuple(statuses)
@@ -368,13 +419,20 @@ class Store:
         status_text: str | None,
         result_json: str | None,
         ended_at: float,
+        exit: str | None = None,
     ) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE tasks SET status = ?, final_status = ?, status_text = ?, result = ?, "
-                "ended_at = ? WHERE id = ?",
-                (status, final_status, status_text, result_json, ended_at, task_id),
+                "ended_at = ?, exit = ? WHERE id = ?",
+                (status, final_status, status_text, result_json, ended_at, exit, task_id),
             )
+
+    def set_status_text(self, task_id: str, text: str | None) -> None:
+        """Why a task has its status: for a task still IDLE, why its input was
+        rejected at finalize."""
+        with self._lock:
+            self._db.execute("UPDATE tasks SET status_text = ? WHERE id = ?", (text, task_id))
 
     def protect(self, task_id: str) -> None:
         with self._lock:
