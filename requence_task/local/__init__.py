@@ -1,6 +1,7 @@
 """A local Requence: the task API on loopback, for development and tests.
 
-Templates and their service nodes are plain Python functions; tasks and their
+Templates are graphs of nodes (service, logic, Or and sub-task nodes) written
+as plain Python functions; tasks and their
 events live in SQLite. The server speaks the same wire API as Requence, so
 this package's client and the official ``requence`` client both work against
 it unchanged.
@@ -36,7 +37,17 @@ from .._files import RequenceFile as RequenceFile
 from .._files import RequenceStream as RequenceStream
 from ._faults import Faults
 from ._server import DEFAULT_PROJECT, LocalRequence
-from ._templates import NodeContext, Output, TaskAbortedSignal, Template, service
+from ._templates import (
+    NodeContext,
+    Output,
+    TaskAbortedSignal,
+    Template,
+    TemplateError,
+    first_of,
+    logic,
+    service,
+    subtask,
+)
 
 __all__ = [
     "DEFAULT_PROJECT",
@@ -46,9 +57,24 @@ __all__ = [
     "Output",
     "TaskAbortedSignal",
     "Template",
+    "TemplateError",
+    "first_of",
+    "logic",
     "service",
+    "subtask",
 ]
 
-for _name in ("Faults", "LocalRequence", "NodeContext", "Output", "TaskAbortedSignal", "Template"):
+for _name in (
+    "Faults",
+    "LocalRequence",
+    "NodeContext",
+    "Output",
+    "TaskAbortedSignal",
+    "Template",
+    "TemplateError",
+    "first_of",
+    "logic",
+    "service",
+    "subtask",
+):
     globals()[_name].__module__ = __name__
-service.__module__ = __name__

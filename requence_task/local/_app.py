@@ -198,6 +198,8 @@ async def get(context: Context, request: Request, project: str) -> Response:
             "result": task.result,
             "nodesData": [{"alias": a, "data": d} for a, d in data],
             "nodesError": [{"alias": a, "error": e} for a, e in errors],
+            "exit": task.exit,
+            "rootTaskId": task.root_task_id,
         }
     )
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import heapq
 import inspect
+import json
 import logging
 import os
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from functools import partial
@@ -67,12 +69,26 @@ from .._wire import (
 from ._blobs import FileStore, StreamWriter, TooLarge
 from ._hub import Hub
 from ._store import ENDED_STATUSES, Store, TaskRow, compact_json
-from ._templates import NodeContext, Output, Template
+from ._templates import (
+    LOGIC_FALSE,
+    LOGIC_TRUE,
+    ON_FAIL,
+    Edge,
+    Node,
+    NodeContext,
+    Output,
+    Template,
+)
 
 log = logging.getLogger("requence_task.local")
 
 _T = TypeVar("_T")
 _END = object()  # the end of a node's generator
+_START = ""  # the job that starts a task (any other job runs one node, or ends the task)
+_FINISH = "\0finish"  # the job that ends a task through an exit (it runs the result)
+
+# A node's state in a run.
+_WAITING, _QUEUED, _RUNNING, _DONE, _FAILED = "waiting", "queued", "running", "done", "failed"
 
 INTERRUPTED_REASON = "interrupted: the local Requence stopped while the task was running"
 
@@ -86,10 +102,25 @@ class ApiError(Exception):
         self.message = message
 
 
-@attrs.define
+@attrs.define(eq=False)
 class _Run:
+    """One running task: where each node of its graph stands."""
+
+    task: TaskRow
+    template: Template
     abort_event: threading.Event = attrs.field(factory=threading.Event)
     ended: bool = False
+    ending: bool = False  # its end is being made (the result runs)
+    input: Any = None  # as the nodes see it
+    data: dict[str, Any] = attrs.field(factory=dict)  # the nodes' latest data
+    errors: dict[str, str] = attrs.field(factory=dict)
+    data_order: dict[str, int] = attrs.field(factory=dict)  # when each alias last sent data
+    last_data: Any = None
+    state: dict[str, str] = attrs.field(factory=dict)
+    arrived: dict[str, set[Edge]] = attrs.field(factory=dict)
+    busy: int = 0  # nodes queued or running (a sub-task node while its sub-task runs)
+    ready: deque[str] = attrs.field(factory=deque)  # ready, waiting for a free place
+    children: dict[str, str] = attrs.field(factory=dict)  # live sub-task id -> node alias
 
 
 def _iso(moment: float) -> str:
@@ -130,19 +161,23 @@ class Engine:
         self.max_payload_size = max_payload_size
         self.hydrate = Hydrator(files.opener, files.claim_check)
         self.hub = hub
-        self.templates = dict(templates)
-        # Each template's nodes with their updates' "node" field, made once.
+        self.templates = dict(templates)  # checked together by LocalRequence
+        # Each template's nodes' "node" field of their updates, made once.
         self._nodes = {
-            name: [
-                (node, {"id": t.node_id(node.alias), "type": node.type, "alias": node.alias})
+            name: {
+                node.alias: {"id": t.node_id(node.alias), "type": node.type, "alias": node.alias}
                 for node in t.order
-            ]
+            }
             for name, t in self.templates.items()
         }
         self.concurrency = concurrency
         self._lock = threading.RLock()
         self._wakeup = threading.Condition(self._lock)
-        self._queue: list[tuple[int, int, str]] = []
+        # Jobs: (priority, phase, task's queue seq, step, task id, what): a task's start
+        # (phase 1), or one of its nodes (step: the node's place in the template's
+        # order, so one worker runs a task's nodes in that order) or its end (phase 0:
+        # the tasks that run go first, the older first).
+        self._queue: list[tuple[int, int, int, int, str, str]] = []
         # Workers waiting for a task, and workers awake outside a node's code (who
         # come back to the queue soon): a queued task wakes a worker only if
         # none of those is awake, so cheap tasks run on one thread, not hand the
@@ -150,9 +185,11 @@ class Engine:
         self._idle = 0
         self._ready = 0
         self._runs: dict[str, _Run] = {}
+        self._parents: dict[str, tuple[str, str]] = {}  # sub-task id -> (parent id, alias)
         self._ended: set[str] = set()
         self._live: dict[str, TaskRow] = {}  # the rows of tasks not ended, as stored
         self._seq = store.max_queue_seq()
+        self._seq_data = 0  # the order of nodes' data
         self._stopping = False
         self._workers: list[threading.Thread] = []
 
@@ -194,7 +231,9 @@ class Engine:
         for task in self.store.tasks_with_status([RUNNING]):
             self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": INTERRUPTED_REASON})
         for task in self.store.tasks_with_status([PENDING]):
-            if task.template in self.templates:
+            if task.parent_task_id is not None:  # its parent was interrupted: so is it
+                self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": INTERRUPTED_REASON})
+            elif task.template in self.templates:
                 with self._lock:
                     self._live[task.id] = task
                 self._enqueue(task.id, task.priority or 0, task.queue_seq or 0)
@@ -215,7 +254,7 @@ class Engine:
             data: dict[str, Any] = {
                 "taskId": task.id,
                 "task_id": task.id,
-                "rootTaskId": None,
+                "rootTaskId": task.root_task_id,
                 "timestamp": _iso(now),
                 "updateId": _random_uuid(),
             }
@@ -225,17 +264,24 @@ class Engine:
             return True
 
     def _emit_terminal(
-        self, task: TaskRow, type: str, final_status: str, fields: dict[str, Any]
+        self,
+        task: TaskRow,
+        type: str,
+        final_status: str,
+        fields: dict[str, Any],
+        exit: str | None = None,
     ) -> bool:
         with self._lock:
             if task.id in self._ended:
                 return False
+            if type == TASK_END:
+                fields = {**fields, "exit": exit}
             fields = {**fields, "requireAck": task.require_ack}
             if not self._emit(task, type, fields):
                 return False
             self._ended.add(task.id)
             self._live.pop(task.id, None)
-            run = self._runs.get(task.id)
+            run = self._runs.pop(task.id, None)
             if run is not None:
                 run.ended = True
                 run.abort_event.set()
@@ -248,7 +294,18 @@ class Engine:
                 status_text=status_text,
                 result_json=None if result is None else _json_text(result, "the result"),
                 ended_at=time.time(),
+                exit=exit if type == TASK_END else None,
             )
+            if run is not None:  # its sub-tasks cannot go on without it
+                why = "aborted" if type == TASK_ABORTED else "ended"
+                for child_id in list(run.children):
+                    child = self._live.get(child_id)
+                    if child is not None:
+                        reason = f"its parent task {task.id} {why}"
+                        self._emit_terminal(child, TASK_ABORTED, STOPPED, {"reason": reason})
+            parent = self._parents.pop(task.id, None)
+            if parent is not None:
+                self._child_ended(parent, task, type, fields)
             return True
 
     # --- API operations (called from the HTTP handlers) ----------------------
@@ -288,11 +345,16 @@ class Engine:
         if template is None:
             raise ApiError(422, f"The template {task.template!r} is no longer defined.")
         self._check_state_for_finalize(task)
-        checked = self._claim_checks_resolved(input)
-        if template.validator is not None:
-            error = _first_error(template.validator, checked)
+        try:
+            checked = self._claim_checks_resolved(input)
+            error = (
+                None if template.validator is None else _first_error(template.validator, checked)
+            )
             if error is not None:
                 raise ApiError(422, error)
+        except ApiError as err:
+            self._rejected(task, err.message)
+            raise
         input_json = _json_text(input, "the input")
         with self._lock:
             task = self.owned(task_id, project)
@@ -316,12 +378,23 @@ class Engine:
                 priority=priority,
                 require_ack=require_ack,
                 status=PENDING,
+                status_text=None,
                 finalized_at=finalized_at,
                 queue_seq=self._seq,
             )
             self._emit(task, TASK_START, {"input": input})
             self._enqueue(task_id, priority, self._seq)
         return task
+
+    def _rejected(self, task: TaskRow, message: str) -> None:
+        """Finalize refused the task's input: the task stays IDLE (a finalize with
+        another input may follow), and its row says why."""
+        with self._lock:
+            live = self._live.get(task.id)
+            if live is None or live.status != IDLE:
+                return
+            self.store.set_status_text(task.id, message)
+            self._live[task.id] = attrs.evolve(live, status_text=message)
 
     def _claim_checks_resolved(self, input: Any) -> Any:
         """The input with its claim checks fetched (the input itself, or its
@@ -409,10 +482,21 @@ class Engine:
     # --- scheduling ---------------------------------------------------------
 
     def _enqueue(self, task_id: str, priority: int, seq: int) -> None:
+        """Queue a task's start."""
         with self._lock:
-            heapq.heappush(self._queue, (priority, seq, task_id))
+            heapq.heappush(self._queue, (priority, 1, seq, 0, task_id, _START))
             if not self._ready:
                 self._wake_one()
+
+    def _enqueue_step(self, run: _Run, what: str) -> None:
+        """Queue a job of a running task: one of its nodes, or its end (under the lock)."""
+        task = run.task
+        step = run.template.step.get(what, len(run.template.order))
+        heapq.heappush(
+            self._queue, (task.priority or 0, 0, task.queue_seq or 0, step, task.id, what)
+        )
+        if not self._ready:
+            self._wake_one()
 
     def _wake_one(self) -> None:
         """Wake a waiting worker, if there is one (under the lock)."""
@@ -423,7 +507,7 @@ class Engine:
 
     def _user_code(self, function: Callable[..., _T], *args: Any) -> _T:
         """``function(*args)``: a node's or a template's code, which may block. A
-        worker running it is not ready: a task waiting then wakes another one."""
+        worker running it is not ready: a job waiting then wakes another one."""
         with self._lock:
             self._ready -= 1
             if not self._ready and self._queue:
@@ -435,8 +519,9 @@ class Engine:
                 self._ready += 1
 
     def queued(self) -> int:
+        """How many tasks wait to start."""
         with self._lock:
-            return len(self._queue)
+            return sum(1 for job in self._queue if job[5] == _START)
 
     def _work(self) -> None:
         with self._lock:
@@ -450,105 +535,130 @@ class Engine:
                 if self._stopping:
                     self._ready -= 1
                     return
-                _, _, task_id = heapq.heappop(self._queue)
-                task = self._live.get(task_id)
-                if task is None or task.status != PENDING or task_id in self._ended:
-                    continue
-                self.store.set_status(task_id, RUNNING)
-                task = self._live[task_id] = attrs.evolve(task, status=RUNNING)
-                run = self._runs[task_id] = _Run()
+                *_, task_id, what = heapq.heappop(self._queue)
+                if what == _START:
+                    task = self._live.get(task_id)
+                    if task is None or task.status != PENDING or task_id in self._ended:
+                        continue
+                    self.store.set_status(task_id, RUNNING)
+                    task = self._live[task_id] = attrs.evolve(task, status=RUNNING)
+                    run = self._runs[task_id] = _Run(task, self.templates[task.template])
+                else:
+                    found = self._runs.get(task_id)
+                    if found is None or found.ended:
+                        continue
+                    run, task = found, found.task
             try:
-                self._run(task, run)
+                if what == _START:
+                    self._start(run)
+                elif what.startswith(_FINISH):
+                    self._finish(run, what[len(_FINISH) :] or None)
+                else:
+                    self._node(run, what)
             except BaseException:  # a bug of ours, not of a node: never kill the worker
                 log.exception("task %s: the runner failed", task_id)
                 self._emit_terminal(
                     task, TASK_ERROR, FAILED, {"reason": "internal error of the local server"}
                 )
-            finally:
-                with self._lock:
-                    self._runs.pop(task_id, None)
 
-    def _run(self, task: TaskRow, run: _Run) -> None:
-        template = self.templates[task.template]
+    # --- running a task's graph ----------------------------------------------------
+
+    def _start(self, run: _Run) -> None:
+        task = run.task
         try:
-            input = self.hydrate(task.input, "input")
+            run.input = self.hydrate(task.input, "input")
         except RequenceError as err:
             reason = f"the task's input cannot be read: {err}"
             self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": reason})
             return
-        ctx = NodeContext(task_id=task.id, input=input, name=task.name, abort_event=run.abort_event)
-        last_data: Any = None
-        for node, info in self._nodes[task.template]:
-            if run.abort_event.is_set():
+        template = run.template
+        with self._lock:
+            if run.ended:
                 return
-            alias = node.alias
-            ctx.alias = node.alias
+            for node in template.order:
+                run.state[node.alias] = _WAITING
+                run.arrived[node.alias] = set()
+            for node in template.order:
+                if not template.inputs(node.alias):
+                    self._offer(run, node.alias)
+            outcome = self._settled(run)
+        self._settle(run, outcome)
 
-            def defer(
-                kind: str, fields: dict[str, Any], info: dict[str, str] = info, alias: str = alias
-            ) -> None:
-                self._emit(task, NODE_DEFER, {"node": info, **fields}, alias)
+    def _offer(self, run: _Run, alias: str) -> None:
+        """A node whose inputs arrived: queued now, or once a place is free (under the lock)."""
+        if run.busy < run.template.max_parallel:
+            run.busy += 1
+            run.state[alias] = _QUEUED
+            self._enqueue_step(run, alias)
+        else:
+            run.ready.append(alias)
 
-            ctx._emit = defer
-            self._emit(task, NODE_START, {"node": info}, node.alias)
-            try:
-                value = self._user_code(node.function, ctx)
-                generator = value if inspect.isgenerator(value) else None
-                items: Iterable[Any] = (
-                    iter(partial(self._user_code, next, generator, _END), _END)
-                    if generator is not None
-                    else ([] if value is None else [value])
-                )
-                try:
-                    for item in items:
-                        if run.abort_event.is_set():
-                            return
-                        output = None
-                        if isinstance(item, Output):
-                            output, item = item.name, item.data
-                        sent, item = self._outbound(
-                            task, item, f"nodes.{node.alias}.data", f"node {node.alias!r}"
-                        )
-                        if not self._emit(
-                            task,
-                            NODE_UPDATE,
-                            {"node": info, "data": sent, "output": output},
-                            node.alias,
-                        ):
-                            return
-                        ctx._data[node.alias] = item
-                        last_data = item
-                finally:
-                    if generator is not None:
-                        self._user_code(generator.close)
-            except BaseException as err:  # SystemExit in a node must not kill the worker
-                if run.abort_event.is_set():
-                    return  # includes TaskAbortedSignal: the task already ended
-                message = _describe(err)
-                log.debug(
-                    "task %s: node %s failed\n%s", task.id, node.alias, traceback.format_exc()
-                )
-                self._emit(task, NODE_ERROR, {"node": info, "error": message}, node.alias)
-                ctx._errors[node.alias] = message
-                if not node.optional:
-                    self._emit_terminal(
-                        task,
-                        TASK_ERROR,
-                        FAILED,
-                        {"reason": f"node {node.alias!r} failed: {message}"},
-                    )
-                    return
+    def _completed(self, run: _Run, alias: str, outputs: set[str | None], *, failed: bool) -> None:
+        """A node is over: ``outputs`` fire their edges (under the lock)."""
+        template = run.template
+        run.state[alias] = _FAILED if failed else _DONE
+        run.busy -= 1
+        for edge, target in template.successors[alias]:
+            if edge.output not in outputs or run.state[target] != _WAITING:
                 continue
-            finally:
-                ctx._emit = None
-            self._emit(task, NODE_END, {"node": info}, node.alias)
-        ctx.alias = None
-        if run.abort_event.is_set():
+            arrived = run.arrived[target]
+            arrived.add(edge)
+            node = template.by_alias[target]
+            if node.type == "or" or len(arrived) == len(template.inputs(target)):
+                self._offer(run, target)
+        while run.ready and run.busy < template.max_parallel:
+            alias = run.ready.popleft()
+            run.busy += 1
+            run.state[alias] = _QUEUED
+            self._enqueue_step(run, alias)
+
+    def _settled(self, run: _Run) -> tuple[str, str | None] | None:
+        """Whether the task ends now (under the lock): ``("exit", name)`` through an
+        exit (``name`` None: no exits, nothing left to run), ``("stuck", None)``
+        when none of its exits can be reached any more, else ``None``."""
+        if run.ended or run.ending:
+            return None
+        template = run.template
+        if template.exits:
+            for name, members in template.exits.items():
+                if all(run.state[alias] == _DONE for alias in members):
+                    run.ending = True
+                    return ("exit", name)
+        if run.busy or run.ready or template.continuous:
+            return None
+        run.ending = True
+        return ("stuck", None) if template.exits else ("exit", None)
+
+    def _settle(self, run: _Run, outcome: tuple[str, str | None] | None) -> None:
+        """End the task as :meth:`_settled` said (on a worker: the result may block)."""
+        if outcome is None:
             return
+        kind, exit = outcome
+        if kind == "stuck":
+            names = ", ".join(repr(name) for name in run.template.exits or ())
+            reason = f"the task can reach none of its exits ({names}): no node runs or can start"
+            self._emit_terminal(run.task, TASK_ERROR, FAILED, {"reason": reason})
+            return
+        self._finish(run, exit)
+
+    def _finish(self, run: _Run, exit: str | None) -> None:
+        """The task's result, and its end through ``exit``."""
+        task, template = run.task, run.template
+        with self._lock:
+            if run.ended:
+                return
+            run.ending = True
+            members = template.exits.get(exit, ()) if template.exits and exit else ()
+            if members:
+                sent = [alias for alias in members if alias in run.data_order]
+                last = max(sent, key=run.data_order.__getitem__) if sent else None
+                default = run.data.get(last) if last is not None else None
+            else:
+                default = run.last_data
+        ctx = self._context(run, None)
+        ctx.exit = exit
         try:
-            result = (
-                self._user_code(template.result, ctx) if template.result is not None else last_data
-            )
+            result = self._user_code(template.result, ctx) if template.result else default
             result, _ = self._outbound(task, result, "result", "the template's result")
         except BaseException as err:
             if run.abort_event.is_set():
@@ -556,7 +666,246 @@ class Engine:
             reason = f"the template's result failed: {_describe(err)}"
             self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": reason})
             return
-        self._emit_terminal(task, TASK_END, SUCCESSFUL, {"result": result, "exit": None})
+        self._emit_terminal(task, TASK_END, SUCCESSFUL, {"result": result}, exit)
+
+    def _context(self, run: _Run, alias: str | None) -> NodeContext:
+        task = run.task
+        return NodeContext(
+            task_id=task.id,
+            input=run.input,
+            name=task.name,
+            abort_event=run.abort_event,
+            alias=alias,
+            data=run.data,
+            errors=run.errors,
+        )
+
+    def _data(self, run: _Run, alias: str, seen: Any) -> None:
+        """A node sent data (under the lock or from its own worker)."""
+        run.data[alias] = seen
+        run.last_data = seen
+        self._seq_data += 1
+        run.data_order[alias] = self._seq_data
+
+    def _node(self, run: _Run, alias: str) -> None:
+        """Run one node of the task's graph, on this worker."""
+        task = run.task
+        node = run.template.by_alias[alias]
+        info = self._nodes[task.template][alias]
+        with self._lock:
+            if run.ended:
+                return
+            run.state[alias] = _RUNNING
+        if not self._emit(task, NODE_START, {"node": info}, alias):
+            return
+        if node.type == "or":
+            self._emit(task, NODE_END, {"node": info}, alias)
+            self._node_done(run, alias, {None})
+            return
+        ctx = self._context(run, alias)
+
+        def defer(kind: str, fields: dict[str, Any]) -> None:
+            self._emit(task, NODE_DEFER, {"node": info, **fields}, alias)
+
+        ctx._emit = defer
+        try:
+            if node.type == "reference":
+                self._start_subtask(run, node, ctx)
+                return
+            if node.type == "logic":
+                assert node.function is not None
+                truth = bool(self._user_code(node.function, ctx))
+                output = LOGIC_TRUE if truth else LOGIC_FALSE
+                if not self._emit(
+                    task, NODE_UPDATE, {"node": info, "data": truth, "output": output}, alias
+                ):
+                    return
+                self._data(run, alias, truth)
+                outputs: set[str | None] = {output} | ({None} if truth else set())
+            else:
+                produced = self._service(run, node, info, ctx)
+                if produced is None:
+                    return
+                outputs = produced | {None}
+        except BaseException as err:  # SystemExit in a node must not kill the worker
+            if run.abort_event.is_set():
+                return  # includes TaskAbortedSignal: the task already ended
+            log.debug("task %s: node %s failed\n%s", task.id, alias, traceback.format_exc())
+            self._node_failed(run, node, _describe(err))
+            return
+        finally:
+            ctx._emit = None
+        if self._emit(task, NODE_END, {"node": info}, alias):
+            self._node_done(run, alias, outputs)
+
+    def _service(
+        self, run: _Run, node: Node, info: dict[str, str], ctx: NodeContext
+    ) -> set[str | None] | None:
+        """Run a service node's function; its named outputs, ``None`` if the task ended."""
+        assert node.function is not None
+        task, alias = run.task, node.alias
+        named: set[str | None] = set()
+        value = self._user_code(node.function, ctx)
+        generator = value if inspect.isgenerator(value) else None
+        items: Iterable[Any] = (
+            iter(partial(self._user_code, next, generator, _END), _END)
+            if generator is not None
+            else ([] if value is None else [value])
+        )
+        try:
+            for item in items:
+                if run.abort_event.is_set():
+                    return None
+                output = None
+                if isinstance(item, Output):
+                    output, item = item.name, item.data
+                sent, item = self._outbound(task, item, f"nodes.{alias}.data", f"node {alias!r}")
+                fields = {"node": info, "data": sent, "output": output}
+                if not self._emit(task, NODE_UPDATE, fields, alias):
+                    return None
+                self._data(run, alias, item)
+                if output is not None:
+                    named.add(output)
+        finally:
+            if generator is not None:
+                self._user_code(generator.close)
+        return named
+
+    def _node_done(self, run: _Run, alias: str, outputs: set[str | None]) -> None:
+        with self._lock:
+            if run.ended:
+                return
+            self._completed(run, alias, outputs, failed=False)
+            outcome = self._settled(run)
+        self._settle(run, outcome)
+
+    def _node_failed(self, run: _Run, node: Node, message: str, *, inline: bool = True) -> None:
+        """A node failed: its ``nodeError``, then its on-fail branch, or (optional) on as
+        if it had finished, or the task's end. ``inline``: on a worker (the task's
+        result may run here); else a job ends the task."""
+        task, alias = run.task, node.alias
+        info = self._nodes[task.template][alias]
+        with self._lock:
+            if not self._emit(task, NODE_ERROR, {"node": info, "error": message}, alias):
+                return
+            run.errors[alias] = message
+            if node.on_fail is None and not node.optional:
+                reason = f"node {alias!r} failed: {message}"
+                self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": reason})
+                return
+            outputs: set[str | None] = {ON_FAIL} if node.on_fail is not None else {None}
+            self._completed(run, alias, outputs, failed=node.on_fail is not None)
+            outcome = self._settled(run)
+        if inline:
+            self._settle(run, outcome)
+        else:
+            self._settle_later(run, outcome)
+
+    def _settle_later(self, run: _Run, outcome: tuple[str, str | None] | None) -> None:
+        """Like :meth:`_settle`, from a thread that may not run a template's code."""
+        if outcome is None:
+            return
+        kind, exit = outcome
+        if kind == "stuck":
+            self._settle(run, outcome)
+            return
+        with self._lock:
+            self._enqueue_step(run, _FINISH + (exit or ""))
+
+    # --- sub-tasks -------------------------------------------------------------------
+
+    def _start_subtask(self, run: _Run, node: Node, ctx: NodeContext) -> None:
+        """Start the sub-task of a sub-task node; the node ends with it."""
+        task = run.task
+        assert node.template is not None
+        template = self.templates[node.template]
+        if node.input is None:
+            wire = task.input  # the task's own, as stored (its references kept)
+        else:
+            value = self._user_code(node.input, ctx)
+            wire, _ = self._outbound(task, value, "input", f"the sub-task input of {node.alias!r}")
+        checked = self._claim_checks_resolved(wire)
+        if template.validator is not None:
+            error = _first_error(template.validator, checked)
+            if error is not None:
+                raise ValueError(f"the sub-task of template {template.name!r} refused it: {error}")
+        input_json = _json_text(wire, "the sub-task's input")
+        root = task.root_task_id or task.id
+        child_id = _random_uuid()
+        row = self.store.insert_task(
+            child_id,
+            task.project,
+            template.name,
+            template.branch,
+            time.time(),
+            parent_task_id=task.id,
+            parent_node=node.alias,
+            root_task_id=root,
+        )
+        with self._lock:
+            if run.ended:
+                self.store.set_status(child_id, STOPPED)
+                return
+            self._seq += 1
+            finalized_at = time.time()
+            priority = task.priority or 0
+            self.store.finalize_task(
+                child_id,
+                name=None,
+                input_json=input_json,
+                priority=priority,
+                require_ack=False,
+                finalized_at=finalized_at,
+                queue_seq=self._seq,
+            )
+            child = self._live[child_id] = attrs.evolve(
+                row,
+                input=json.loads(input_json),
+                priority=priority,
+                status=PENDING,
+                finalized_at=finalized_at,
+                queue_seq=self._seq,
+            )
+            run.children[child_id] = node.alias
+            self._parents[child_id] = (task.id, node.alias)
+            self._emit(child, TASK_START, {"input": child.input})
+            self._enqueue(child_id, priority, self._seq)
+
+    def _child_ended(
+        self, parent: tuple[str, str], child: TaskRow, type: str, fields: dict[str, Any]
+    ) -> None:
+        """A sub-task ended: its node ends with its result or fails (under the lock)."""
+        parent_id, alias = parent
+        run = self._runs.get(parent_id)
+        if run is None or run.ended:
+            return
+        run.children.pop(child.id, None)
+        task = run.task
+        node = run.template.by_alias[alias]
+        info = self._nodes[task.template][alias]
+        if type != TASK_END:
+            reason = fields.get("reason")
+            what = "was aborted" if type == TASK_ABORTED else "failed"
+            message = f"the sub-task {child.id} {what}" + (f": {reason}" if reason else "")
+            self._node_failed(run, node, message, inline=False)
+            return
+        result, exit = fields.get("result"), fields.get("exit")
+        try:
+            seen = self.hydrate(result, f"nodes.{alias}.data")
+        except RequenceError as err:
+            self._node_failed(
+                run, node, f"the sub-task's result cannot be read: {err}", inline=False
+            )
+            return
+        if result is not None:
+            data = {"node": info, "data": result, "output": exit}
+            if not self._emit(task, NODE_UPDATE, data, alias):
+                return
+            self._data(run, alias, seen)
+        if not self._emit(task, NODE_END, {"node": info}, alias):
+            return
+        self._completed(run, alias, {None} | ({exit} if exit else set()), failed=False)
+        self._settle_later(run, self._settled(run))
 
     # --- files in what nodes send ---------------------------------------------
 

@@ -21,7 +21,7 @@ from ._engine import Engine
 from ._faults import Faults
 from ._hub import Hub
 from ._store import Store
-from ._templates import Template
+from ._templates import Template, check_templates
 
 log = logging.getLogger("requence_task.local")
 
@@ -90,6 +90,7 @@ class LocalRequence:
             if template.name in by_name:
                 raise ValueError(f"two templates are named {template.name!r}")
             by_name[template.name] = template
+        check_templates(by_name)  # sub-tasks name templates of this server
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
         if not isinstance(port, int) or not 0 <= port <= 65535:

@@ -393,7 +393,7 @@ class Store:
         with self._lock:
             self._db.execute(
                 "UPDATE tasks SET name = ?, input = ?, priority = ?, require_ack = ?, status = ?, "
-                "finalized_at = ?, queue_seq = ? WHERE id = ?",
+                "finalized_at = ?, queue_seq = ?, status_text = NULL WHERE id = ?",
                 (
                     name,
                     input_json,

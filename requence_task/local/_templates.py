@@ -314,6 +314,7 @@ class Template:
     max_parallel: int = DEFAULT_MAX_PARALLEL
     order: tuple[Node, ...] = attrs.field(init=False, repr=False)
     by_alias: dict[str, Node] = attrs.field(init=False, repr=False)
+    step: dict[str, int] = attrs.field(init=False, repr=False)  # alias -> place in order
     successors: dict[str, tuple[tuple[Edge, str], ...]] = attrs.field(init=False, repr=False)
     validator: jsonschema.protocols.Validator | None = attrs.field(init=False, repr=False)
 
@@ -330,6 +331,7 @@ class Template:
             )
         self.order = _check_graph(self.name, list(self.nodes))
         self.by_alias = {node.alias: node for node in self.order}
+        self.step = {node.alias: index for index, node in enumerate(self.order)}
         successors: dict[str, list[tuple[Edge, str]]] = {node.alias: [] for node in self.order}
         for node in self.order:
             for edge in _incoming(node, self.order):

@@ -31,6 +31,8 @@ PREPARE_KEYS = {"taskId", "finalizeUrl", "branch", "limits"}
 GET_KEYS = {
     "status",
     "statusText",
+    "exit",  # the local server's additions: the exit a task ended through,
+    "rootTaskId",  # and the root task of a sub-task
     "taskTemplate",
     "name",
     "branch",

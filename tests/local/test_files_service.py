@@ -97,7 +97,9 @@ def read_stream_input(ctx: NodeContext) -> dict[str, Any]:
 
 
 TEMPLATES = [
-    Template("echo-file", nodes=[service("echo", file_echo), service("after", after_echo)]),
+    Template(
+        "echo-file", nodes=[service("echo", file_echo), service("after", after_echo, after="echo")]
+    ),
     Template("echo-only", nodes=[service("echo", file_echo)]),
     Template("live", nodes=[service("live", live)]),
     Template("broken", nodes=[service("broken", broken)]),
