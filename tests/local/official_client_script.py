@@ -114,4 +114,23 @@ out["big"] = {
     "task_id": big.sync.id,
 }
 
+# A template with a sub-task and an on-fail branch: the parent's result is not
+# spoiled by the sub-task's end, and the on-fail branch's exit is the result.
+order = Task("order", input={"total": 12}, access_token=token)
+order_updates = list(order.sync.updates)
+order_result = order.sync.result
+out["order"] = {
+    "result": order_result["result"],
+    "invoice": order_result["node_data"].get("invoice"),
+    "updates": [(u["type"], (u.get("node") or {}).get("alias")) for u in order_updates],
+    "task_ids": sorted({u["taskId"] for u in order_updates}),
+    "task_id": order.sync.id,
+}
+failing_order = Task("order", input={"total": 12, "mail_fails": True}, access_token=token)
+failing_result = failing_order.sync.result
+out["order_rejected"] = {
+    "result": failing_result["result"],
+    "errors": failing_result["node_error"],
+}
+
 print(json.dumps(out))

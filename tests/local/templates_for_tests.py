@@ -11,7 +11,9 @@ from requence_task.local import (
     RequenceFile,
     RequenceStream,
     Template,
+    logic,
     service,
+    subtask,
 )
 
 # Tests open a gate to let a "gated" task finish; one gate per task input key.
@@ -75,7 +77,32 @@ def big_echo(ctx: NodeContext) -> dict[str, Any]:
     return {"count": len(rows), "rows": rows}
 
 
+def mail(ctx: NodeContext) -> dict[str, Any]:
+    if ctx.input.get("mail_fails"):
+        raise RuntimeError("the mail server is down")
+    return {"mailed": ctx.node_data("invoice")["total"]}
+
+
 TEMPLATES = [
+    # A sub-task and an on-fail branch (the official client runs it).
+    Template(
+        "invoice",
+        nodes=[
+            logic("paid", lambda ctx: ctx.input["total"] > 0),
+            service("bill", lambda ctx: {"total": ctx.input["total"]}, after="paid"),
+            service("free", lambda ctx: {"total": 0}, after="paid:false"),
+        ],
+        exits={"billed": ["bill"], "free": ["free"]},
+    ),
+    Template(
+        "order",
+        nodes=[
+            subtask("invoice", "invoice", input=lambda ctx: {"total": ctx.input["total"]}),
+            service("mail", mail, after="invoice:billed", on_fail="notify_ops"),
+            service("notify_ops", lambda ctx: {"told": ctx.node_error("mail")}),
+        ],
+        exits={"done": ["mail"], "rejected": ["notify_ops"]},
+    ),
     Template(
         "greet",
         input_schema={

@@ -132,3 +132,28 @@ def test_official_client_runs_tasks_on_the_local_server(
     assert stored is not None
     assert "ClaimCheck" in json.dumps(stored.input)
     assert stored.result["__REQUENCE_type"] == "ClaimCheck"
+    # A sub-task and an on-fail branch.
+    order = seen["order"]
+    assert order["result"] == {"mailed": 12}
+    assert order["invoice"] == {"total": 12}
+    assert order["task_ids"] == [order["task_id"]]  # its stream: its own updates only
+    assert order["updates"] == [
+        ["taskStart", None],
+        ["nodeStart", "invoice"],
+        ["nodeUpdate", "invoice"],
+        ["nodeEnd", "invoice"],
+        ["nodeStart", "mail"],
+        ["nodeUpdate", "mail"],
+        ["nodeEnd", "mail"],
+        ["taskEnd", None],
+    ]
+    (child,) = server.store.subtasks(order["task_id"])
+    assert (child.template, child.exit, child.root_task_id) == (
+        "invoice",
+        "billed",
+        order["task_id"],
+    )
+    assert seen["order_rejected"] == {
+        "result": {"told": "the mail server is down"},
+        "errors": {"mail": "the mail server is down"},
+    }
