@@ -657,6 +657,8 @@ class Engine:
                 default = run.last_data
         ctx = self._context(run, None)
         ctx.exit = exit
+        if run.abort_event.is_set():
+            return
         try:
             result = self._user_code(template.result, ctx) if template.result else default
             result, _ = self._outbound(task, result, "result", "the template's result")
@@ -665,6 +667,8 @@ class Engine:
                 return
             reason = f"the template's result failed: {_describe(err)}"
             self._emit_terminal(task, TASK_ERROR, FAILED, {"reason": reason})
+            return
+        if run.abort_event.is_set():
             return
         self._emit_terminal(task, TASK_END, SUCCESSFUL, {"result": result}, exit)
 
@@ -715,6 +719,8 @@ class Engine:
             if node.type == "logic":
                 assert node.function is not None
                 truth = bool(self._user_code(node.function, ctx))
+                if run.abort_event.is_set():
+                    return
                 output = LOGIC_TRUE if truth else LOGIC_FALSE
                 if not self._emit(
                     task, NODE_UPDATE, {"node": info, "data": truth, "output": output}, alias
@@ -735,6 +741,8 @@ class Engine:
             return
         finally:
             ctx._emit = None
+        if run.abort_event.is_set():  # aborted, ended or the server stops: nothing more
+            return
         if self._emit(task, NODE_END, {"node": info}, alias):
             self._node_done(run, alias, outputs)
 

@@ -57,8 +57,10 @@ class TemplateError(ConfigurationError):
     """
 
     def __init__(self, template: str, node: str | None, problem: str) -> None:
-        where = f"template {template!r}" + (f", node {node!r}" if node is not None else "")
-        super().__init__(f"{where}: {problem}")
+        about = f"node {node!r}"
+        if node is not None and not problem.startswith(about):
+            problem = f"{about}: {problem}"
+        super().__init__(f"template {template!r}: {problem}")
         self.template = template
         self.node = node
 
