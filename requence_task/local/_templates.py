@@ -318,6 +318,7 @@ class Template:
     by_alias: dict[str, Node] = attrs.field(init=False, repr=False)
     step: dict[str, int] = attrs.field(init=False, repr=False)  # alias -> place in order
     successors: dict[str, tuple[tuple[Edge, str], ...]] = attrs.field(init=False, repr=False)
+    _incoming: dict[str, tuple[Edge, ...]] = attrs.field(init=False, repr=False)
     validator: jsonschema.protocols.Validator | None = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -334,9 +335,10 @@ class Template:
         self.order = _check_graph(self.name, list(self.nodes))
         self.by_alias = {node.alias: node for node in self.order}
         self.step = {node.alias: index for index, node in enumerate(self.order)}
+        self._incoming = {node.alias: _incoming(node, self.order) for node in self.order}
         successors: dict[str, list[tuple[Edge, str]]] = {node.alias: [] for node in self.order}
         for node in self.order:
-            for edge in _incoming(node, self.order):
+            for edge in self._incoming[node.alias]:
                 successors[edge.source].append((edge, node.alias))
         self.successors = {alias: tuple(edges) for alias, edges in successors.items()}
         self.exits = _check_exits(self.name, self.exits, self.by_alias)
@@ -360,7 +362,7 @@ class Template:
 
     def inputs(self, alias: str) -> tuple[Edge, ...]:
         """Every incoming edge of a node: its ``after=`` ones and on-fail ones."""
-        return _incoming(self.by_alias[alias], self.order)
+        return self._incoming[alias]
 
 
 def _incoming(node: Node, nodes: Sequence[Node]) -> tuple[Edge, ...]:
