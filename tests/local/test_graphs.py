@@ -493,3 +493,27 @@ def test_templates_that_run_each_other_are_refused() -> None:
         TemplateError, match=r"runs itself through its sub-tasks \('a' -> 'b' -> 'a'\)"
     ):
         LocalRequence([a, b])
+
+
+# --- a rejected input -------------------------------------------------------------
+
+
+def test_a_rejected_input_is_kept_on_the_idle_task_until_a_finalize_passes() -> None:
+    schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
+    with LocalRequence(
+        [Template("strict", input_schema=schema, nodes=[service("double", _double)])]
+    ) as rq:
+        api = Api(rq.access_token)
+        try:
+            prepared = api.prepare("strict")
+            refused = api.finalize(prepared, input={"n": "many"})
+            assert refused.status_code == 422
+            info = api.task(prepared["taskId"])
+            assert info["status"] == "IDLE"
+            assert info["statusText"] == refused.text
+            assert "at 'n'" in info["statusText"]
+            assert api.finalize(prepared, input={"n": 2}).status_code == 200
+            info = api.wait_status(prepared["taskId"], "SUCCESSFUL")
+            assert info["statusText"] is None
+        finally:
+            api.close()
