@@ -28,6 +28,14 @@
   let last = Number(main.dataset.after) || 0;
   const rows = new Map();
   for (const row of nodesBody.rows) rows.set(row.dataset.alias, row);
+  // The template's graph (drawn by the server): each node's state, in the
+  // graph's words (a node that started or sent data is "running").
+  const graphNodes = new Map();
+  for (const g of document.querySelectorAll("#graph-svg .graph-node")) {
+    graphNodes.set(g.dataset.alias, g);
+  }
+  const graphWords = {started: "running", updated: "running"};
+  const exitText = $("task-exit");
 
   const json = (value) => JSON.stringify(value === undefined ? null : value);
   const pretty = (value) => JSON.stringify(value === undefined ? null : value, null, 2);
@@ -76,9 +84,23 @@
     return row;
   }
 
+  function setGraphState(g, state) {
+    g.dataset.state = state;
+    g.querySelector(".graph-state").textContent = state === "unreached" ? "not reached" : state;
+  }
+
   function setState(row, state) {
     row.dataset.state = state;
     row.querySelector(".node-state").textContent = state;
+    const g = graphNodes.get(row.dataset.alias);
+    if (g !== undefined) setGraphState(g, graphWords[state] || state);
+  }
+
+  function markExit(name) {
+    for (const el of document.querySelectorAll("#graph-svg .graph-exit")) {
+      if (el.dataset.exit === name) el.classList.add("taken");
+    }
+    if (exitText !== null) exitText.textContent = "Ended through the exit " + name + ".";
   }
 
   function moveOn(row, state) {
@@ -89,6 +111,9 @@
     if (settledAs !== null) return;  // the first end counts
     settledAs = settledBy[type];
     for (const row of rows.values()) moveOn(row, settledAs);
+    for (const g of graphNodes.values()) {
+      if (g.dataset.state === "waiting") setGraphState(g, "unreached");
+    }
   }
 
   function summary(type, data) {
@@ -122,7 +147,10 @@
     if (terminal.has(type)) settle(type);
     switch (type) {
       case "taskStart":
-        if (status === "IDLE") setStatus("PENDING");
+        if (status === "IDLE") {
+          setStatus("PENDING");
+          reasonEl.textContent = "";  // an earlier finalize's rejection no longer applies
+        }
         break;
       case "nodeStart":
         if (status === "IDLE" || status === "PENDING") setStatus("RUNNING");
@@ -149,6 +177,7 @@
         if (row) moveOn(row, "ended");
         break;
       case "taskEnd":
+        if (text(data.exit) !== null) markExit(data.exit);
         finish(settled ? "AWAITING_DELIVERY" : "SUCCESSFUL", "", pretty(data.result), true);
         break;
       case "taskError":
