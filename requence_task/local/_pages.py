@@ -535,7 +535,8 @@ def _graph_section(view: TaskView, template: Template | None, subtasks: Sequence
             f"{_e(sub.template)} <code>{_e(sub.id)}</code></a> {_status_badge(sub.status)}</li>"
         )
     listing = (
-        f'<p class="muted">Sub-tasks:</p><ul id="subtasks">{"".join(items)}</ul>' if items else ""
+        f'<div id="subtasks-box"{"" if items else " hidden"}><p class="muted">Sub-tasks:</p>'
+        f'<ul id="subtasks">{"".join(items)}</ul></div>'
     )
     exit_text = f"Ended through the exit {_e(task.exit)}." if task.exit else ""
     svg = render_graph(template, states, taken_exit=task.exit, subtask_links=links)

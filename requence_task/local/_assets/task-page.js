@@ -96,6 +96,70 @@
     if (g !== undefined) setGraphState(g, graphWords[state] || state);
   }
 
+  // A sub-task node's sub-task is made when the node starts; its id is not in
+  // the updates, so read the links from this page as the server renders it
+  // now (parsed, never run; the server escaped every value in it) and take
+  // over the graph's links and the list of sub-tasks. Retried a few times: the
+  // sub-task may be made a moment after its node's nodeStart.
+  const svgNS = "http://www.w3.org/2000/svg";
+  const wantedLinks = new Set();
+  let fetching = false;
+  let again = false;  // asked for while a fetch was under way
+
+  function linkNode(alias, href) {
+    const g = graphNodes.get(alias);
+    if (g === undefined) return;
+    let link = g.parentNode;
+    if (!(link instanceof SVGAElement)) {
+      link = document.createElementNS(svgNS, "a");
+      link.setAttribute("class", "graph-subtask-link");
+      link.dataset.alias = alias;
+      g.replaceWith(link);
+      link.append(g);
+    }
+    link.setAttribute("href", href);
+  }
+
+  async function refreshSubtasks(tries) {
+    if (fetching) {
+      again = true;
+      return;
+    }
+    fetching = true;
+    again = false;
+    try {
+      const response = await fetch(window.location.href, {cache: "no-store",
+                                                          credentials: "same-origin"});
+      if (!response.ok) return;
+      const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+      for (const link of doc.querySelectorAll("#graph-svg a.graph-subtask-link")) {
+        const href = link.getAttribute("href");
+        if (href !== null && href.startsWith("/")) linkNode(link.dataset.alias, href);
+        wantedLinks.delete(link.dataset.alias);
+      }
+      const list = doc.getElementById("subtasks");
+      const box = $("subtasks-box");
+      if (list !== null && box !== null) {
+        $("subtasks").replaceWith(document.adoptNode(list));
+        box.hidden = list.children.length === 0;
+      }
+    } catch (err) {
+      // The next update of a sub-task node tries again.
+    } finally {
+      fetching = false;
+    }
+    if (again || (wantedLinks.size > 0 && tries > 1)) {
+      window.setTimeout(() => refreshSubtasks(tries - 1), 300);
+    }
+  }
+
+  function subtaskNodeMoved(alias, type) {
+    const g = graphNodes.get(alias);
+    if (g === undefined || g.dataset.type !== "reference") return;
+    if (type === "nodeStart" && !(g.parentNode instanceof SVGAElement)) wantedLinks.add(alias);
+    if (type === "nodeStart" || type === "nodeEnd" || type === "nodeError") refreshSubtasks(10);
+  }
+
   function markExit(name) {
     for (const el of document.querySelectorAll("#graph-svg .graph-exit")) {
       if (el.dataset.exit === name) el.classList.add("taken");
@@ -145,6 +209,7 @@
     const status = statusEl.textContent;
     const settled = data.requireAck === true;
     if (terminal.has(type)) settle(type);
+    if (alias !== null) subtaskNodeMoved(alias, type);
     switch (type) {
       case "taskStart":
         if (status === "IDLE") {
