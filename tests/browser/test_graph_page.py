@@ -320,3 +320,48 @@ def test_list_page_says_the_input_was_rejected(
     expect(page.locator("#task-reason")).to_have_text("input rejected: " + message)
     listing = requests.get(graph_server.base_url + "/", timeout=TIMEOUT).text
     assert "<img" not in listing
+
+
+def test_exit_taken_is_marked_live_and_on_reload(
+    page: Any, graph_api: Api, graph_server: LocalRequence
+) -> None:
+    task_id = graph_api.prepare("everything")["taskId"]
+    page.goto(show_url(graph_server, task_id))
+    page.evaluate("window.__sameDocument = true")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    reported = page.locator('#graph-svg .graph-exit[data-exit="reported"]')
+    expect(reported).not_to_have_class("graph-exit taken")
+
+    # The engine on this branch takes no exits yet: stand in for it and send
+    # the updates of a task that ends through "reported", as it will.
+    store, hub = graph_server.store, graph_server.hub
+    row = store.task(task_id)
+    assert row is not None
+    info = {"id": "n-report", "type": "service", "alias": "report"}
+    for kind, alias, data in (
+        ("taskStart", None, {"input": None}),
+        ("nodeStart", "report", {"node": info}),
+        ("nodeEnd", "report", {"node": info}),
+        ("taskEnd", None, {"result": {"ok": True}, "exit": "reported", "requireAck": False}),
+    ):
+        hub.publish(store.append_event(task_id, row.project, kind, alias, data, time.time()))
+    store.end_task(
+        task_id,
+        status="SUCCESSFUL",
+        final_status="SUCCESSFUL",
+        status_text=None,
+        result_json='{"ok": true}',
+        ended_at=time.time(),
+        exit="reported",
+    )
+    for _ in range(2):  # live, then as rendered on reload
+        expect(reported).to_have_class("graph-exit taken", timeout=WAIT_MS)
+        expect(page.locator('#graph-svg .graph-exit[data-exit="repaired"]')).to_have_class(
+            "graph-exit"
+        )
+        expect(page.locator("#task-exit")).to_have_text("Ended through the exit reported.")
+        expect(graph_node(page, "report")).to_have_attribute("data-state", "ended")
+        expect(graph_node(page, "fetch")).to_have_attribute("data-state", "unreached")
+        assert page.evaluate("window.__sameDocument") is True
+        page.reload()
+        page.evaluate("window.__sameDocument = true")
