@@ -539,6 +539,13 @@ def _graph_section(view: TaskView, template: Template | None, subtasks: Sequence
         f'<ul id="subtasks">{"".join(items)}</ul></div>'
     )
     exit_text = f"Ended through the exit {_e(task.exit)}." if task.exit else ""
+    continuous = (
+        '<p id="graph-continuous" class="muted">A continuous template: its task does not '
+        "end when its nodes are done, but runs until it is aborted"
+        f"{' or reaches an exit' if template.exits else ''}.</p>"
+        if template.continuous
+        else ""
+    )
     svg = render_graph(template, states, taken_exit=task.exit, subtask_links=links)
     legend = (
         '<p class="muted graph-legend">Columns by depth, left to right. '
@@ -551,7 +558,7 @@ def _graph_section(view: TaskView, template: Template | None, subtasks: Sequence
         '<section id="graph"><h2>Graph</h2>'
         f'<div class="graph-scroll">{svg}</div>'
         f'<p id="task-exit">{exit_text}</p>'
-        f"{legend}{listing}</section>"
+        f"{continuous}{legend}{listing}</section>"
     )
 
 

@@ -187,6 +187,21 @@ def test_task_page_draws_the_graph_with_each_nodes_state() -> None:
         store.close()
 
 
+def test_task_page_says_a_template_is_continuous() -> None:
+    store = Store(":memory:")
+    try:
+        store.insert_task("t1", "p", "loop", "live", 1.0)
+        view = _view(store, "t1")
+    finally:
+        store.close()
+    nodes = [service("n", _nothing)]
+    page = render_task(view, Template("loop", nodes=nodes, continuous=True))
+    assert "runs until it is aborted." in page
+    page = render_task(view, Template("loop", nodes=nodes, continuous=True, exits={"out": ["n"]}))
+    assert "runs until it is aborted or reaches an exit." in page
+    assert 'id="graph-continuous"' not in render_task(view, Template("loop", nodes=nodes))
+
+
 def test_task_page_of_a_template_no_longer_defined_draws_no_graph() -> None:
     store = Store(":memory:")
     try:
