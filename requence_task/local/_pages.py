@@ -29,6 +29,7 @@ import functools
 import html
 import ipaddress
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
@@ -78,7 +79,9 @@ from ._context import Context
 from ._endpoint import Handler, route
 from ._engine import ApiError
 from ._feed import feed
+from ._graph import graph_state, render_graph, state_text
 from ._store import ENDED_STATUSES, Event, Store, TaskRow
+from ._templates import Template
 
 RECENT_LIMIT = 100
 """How many tasks the list page shows, newest first."""
@@ -338,7 +341,8 @@ async def task_page(context: Context, request: Request, project: str) -> Respons
     view = task_view(context.store, request.path_params["task_id"])
     if view is None:
         return _html(render_not_found(), 404)
-    return _html(render_task(view))
+    template = context.engine.templates.get(view.task.template)
+    return _html(render_task(view, template, context.store.subtasks(view.task.id)))
 
 
 async def events(context: Context, request: Request, project: str) -> Response:
@@ -392,7 +396,7 @@ def render_index(tasks: list[TaskRow], total: int, templates: list[str]) -> str:
         rows = "".join(
             "<tr>"
             f"<td>{_time(t.created_at)}</td>"
-            f"<td>{_status_badge(t.status)}</td>"
+            f"<td>{_list_status(t)}</td>"
             f'<td class="template">{_e(t.template)}</td>'
             f'<td class="name">{_e(t.name or "")}</td>'
             f'<td class="project">{_e(t.project)}</td>'
@@ -425,8 +429,12 @@ def render_index(tasks: list[TaskRow], total: int, templates: list[str]) -> str:
     return _document("Recent tasks · local Requence", body)
 
 
-def render_task(view: TaskView) -> str:
-    """A task's page as it stands; the script updates it from the event stream."""
+def render_task(view: TaskView, template: Template | None, subtasks: Sequence[TaskRow] = ()) -> str:
+    """A task's page as it stands; the script updates it from the event stream.
+
+    ``template`` is the task's template (``None``: no longer on this server, so
+    no graph), ``subtasks`` the sub-tasks the task started (:meth:`Store.subtasks`).
+    """
     task = view.task
     nodes = "".join(_node_row(node) for node in view.nodes.values())
     log = "".join(_log_entry(event, data) for event, data in view.log)
@@ -445,7 +453,7 @@ def render_task(view: TaskView) -> str:
         (
             "Status",
             f"{_status_badge(view.status, 'task-status')} "
-            f'<span id="task-reason">{_e(view.reason or "")}</span>',
+            f'<span id="task-reason">{_e(_reason_text(view))}</span>',
         ),
         ("Template", f'<span id="task-template">{_e(task.template)}</span>'),
         ("Name", f'<span id="task-name">{_e(task.name or "")}</span>'),
@@ -453,6 +461,8 @@ def render_task(view: TaskView) -> str:
         ("Branch", _e(task.branch)),
         ("Created", _time(task.created_at)),
     ]
+    if task.parent_task_id is not None:
+        facts.append(("Parent", _parent_link(task)))
     facts_html = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     body = (
         f'<main id="task" data-task-id="{_e(task.id)}" data-events-url="{_e(events_url)}" '
@@ -466,6 +476,7 @@ def render_task(view: TaskView) -> str:
         '<span id="abort-message" role="status"></span> '
         f'<span id="connection" class="muted" role="status">{connection}</span></p>'
         f'<section><h2>Input</h2><pre id="task-input">{_e(_pretty(task.input))}</pre></section>'
+        f"{_graph_section(view, template, subtasks)}"
         "<section><h2>Nodes</h2>"
         '<table id="nodes"><thead><tr><th>Node</th><th>State</th><th>Updates</th>'
         f'<th>Latest data or error</th></tr></thead><tbody id="nodes-body">{nodes}</tbody>'
@@ -481,6 +492,74 @@ def render_task(view: TaskView) -> str:
         "</main>"
     )
     return _document(f"{task.template} · task {task.id} · local Requence", body, script=True)
+
+
+def _parent_link(task: TaskRow) -> str:
+    parent = task.parent_task_id or ""
+    node = f" (its node {_e(task.parent_node)})" if task.parent_node else ""
+    root = ""
+    if task.root_task_id is not None and task.root_task_id != parent:
+        root = (
+            f'; root task <a id="task-root" href="{_e(_task_href(task.root_task_id))}">'
+            f"<code>{_e(task.root_task_id)}</code></a>"
+        )
+    return (
+        f'<a id="task-parent" href="{_e(_task_href(parent))}"><code>{_e(parent)}</code></a>'
+        f"{node}{root}"
+    )
+
+
+def _graph_section(view: TaskView, template: Template | None, subtasks: Sequence[TaskRow]) -> str:
+    """The template drawn as a graph, each node in its state, and the sub-tasks' links."""
+    task = view.task
+    if template is None:
+        return (
+            '<section><h2>Graph</h2><p id="no-graph" class="muted">'
+            f"The template {_e(task.template)} is no longer defined on this server, "
+            "so its graph cannot be drawn.</p></section>"
+        )
+    states = {
+        node.alias: graph_state(
+            view.nodes[node.alias].state if node.alias in view.nodes else None, view.ended
+        )
+        for node in template.order
+    }
+    links: dict[str, str] = {}
+    items = []
+    for sub in subtasks:  # oldest first: a node's newest sub-task wins
+        if sub.parent_node is not None:
+            links[sub.parent_node] = _task_href(sub.id)
+        items.append(
+            f'<li><a class="subtask-link" data-node="{_e(sub.parent_node or "")}" '
+            f'href="{_e(_task_href(sub.id))}">{_e(sub.parent_node or "?")}: '
+            f"{_e(sub.template)} <code>{_e(sub.id)}</code></a> {_status_badge(sub.status)}</li>"
+        )
+    listing = (
+        f'<div id="subtasks-box"{"" if items else " hidden"}><p class="muted">Sub-tasks:</p>'
+        f'<ul id="subtasks">{"".join(items)}</ul></div>'
+    )
+    exit_text = f"Ended through the exit {_e(task.exit)}." if task.exit else ""
+    continuous = (
+        '<p id="graph-continuous" class="muted">A continuous template: its task does not '
+        "end when its nodes are done, but runs until it is aborted"
+        f"{' or reaches an exit' if template.exits else ''}.</p>"
+        if template.continuous
+        else ""
+    )
+    svg = render_graph(template, states, taken_exit=task.exit, subtask_links=links)
+    legend = (
+        '<p class="muted graph-legend">Columns by depth, left to right. '
+        '<span class="legend-onfail">Dashed red</span>: on fail; '
+        '<span class="legend-exit">dotted</span>: to an exit; labels name outputs. '
+        f"Node states: waiting, running, deferred, ended, error, aborted, stopped, "
+        f"{state_text('unreached')}.</p>"
+    )
+    return (
+        '<section id="graph"><h2>Graph</h2>'
+        f'<div class="graph-scroll">{svg}</div>'
+        f'<p id="task-exit">{exit_text}</p>'
+        f"{continuous}{legend}{listing}</section>"
+    )
 
 
 def task_files(view: TaskView) -> list[tuple[str, str, str, str, str]]:
@@ -613,6 +692,27 @@ def _status_badge(status: str, element_id: str | None = None) -> str:
     id_attr = f' id="{element_id}"' if element_id else ""
     css = "".join(c for c in status.lower() if c.isalnum() or c == "_")
     return f'<span{id_attr} class="status status-{css}">{_e(status)}</span>'
+
+
+REJECTED = "input rejected"
+"""The list page's word for a task still IDLE whose input finalize refused."""
+
+
+def _reason_text(view: TaskView) -> str:
+    if view.status == IDLE and view.reason:
+        return f"{REJECTED}: {view.reason}"
+    return view.reason or ""
+
+
+def _list_status(task: TaskRow) -> str:
+    """A task's status on the list page: ``input rejected`` and why, for a task
+    still IDLE whose input was refused at finalize (its ``status_text``)."""
+    if task.status != IDLE or not task.status_text:
+        return _status_badge(task.status)
+    return (
+        f'<span class="status status-rejected" title="IDLE">{REJECTED}</span>'
+        f'<div class="status-text">{_e(task.status_text)}</div>'
+    )
 
 
 def _no_result(status: str) -> str:

@@ -28,6 +28,14 @@
   let last = Number(main.dataset.after) || 0;
   const rows = new Map();
   for (const row of nodesBody.rows) rows.set(row.dataset.alias, row);
+  // The template's graph (drawn by the server): each node's state, in the
+  // graph's words (a node that started or sent data is "running").
+  const graphNodes = new Map();
+  for (const g of document.querySelectorAll("#graph-svg .graph-node")) {
+    graphNodes.set(g.dataset.alias, g);
+  }
+  const graphWords = {started: "running", updated: "running"};
+  const exitText = $("task-exit");
 
   const json = (value) => JSON.stringify(value === undefined ? null : value);
   const pretty = (value) => JSON.stringify(value === undefined ? null : value, null, 2);
@@ -76,9 +84,87 @@
     return row;
   }
 
+  function setGraphState(g, state) {
+    g.dataset.state = state;
+    g.querySelector(".graph-state").textContent = state === "unreached" ? "not reached" : state;
+  }
+
   function setState(row, state) {
     row.dataset.state = state;
     row.querySelector(".node-state").textContent = state;
+    const g = graphNodes.get(row.dataset.alias);
+    if (g !== undefined) setGraphState(g, graphWords[state] || state);
+  }
+
+  // A sub-task node's sub-task is made when the node starts; its id is not in
+  // the updates, so read the links from this page as the server renders it
+  // now (parsed, never run; the server escaped every value in it) and take
+  // over the graph's links and the list of sub-tasks. Retried a few times: the
+  // sub-task may be made a moment after its node's nodeStart.
+  const svgNS = "http://www.w3.org/2000/svg";
+  const wantedLinks = new Set();
+  let fetching = false;
+  let again = false;  // asked for while a fetch was under way
+
+  function linkNode(alias, href) {
+    const g = graphNodes.get(alias);
+    if (g === undefined) return;
+    let link = g.parentNode;
+    if (!(link instanceof SVGAElement)) {
+      link = document.createElementNS(svgNS, "a");
+      link.setAttribute("class", "graph-subtask-link");
+      link.dataset.alias = alias;
+      g.replaceWith(link);
+      link.append(g);
+    }
+    link.setAttribute("href", href);
+  }
+
+  async function refreshSubtasks(tries) {
+    if (fetching) {
+      again = true;
+      return;
+    }
+    fetching = true;
+    again = false;
+    try {
+      const response = await fetch(window.location.href, {cache: "no-store",
+                                                          credentials: "same-origin"});
+      if (!response.ok) return;
+      const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+      for (const link of doc.querySelectorAll("#graph-svg a.graph-subtask-link")) {
+        const href = link.getAttribute("href");
+        if (href !== null && href.startsWith("/")) linkNode(link.dataset.alias, href);
+        wantedLinks.delete(link.dataset.alias);
+      }
+      const list = doc.getElementById("subtasks");
+      const box = $("subtasks-box");
+      if (list !== null && box !== null) {
+        $("subtasks").replaceWith(document.adoptNode(list));
+        box.hidden = list.children.length === 0;
+      }
+    } catch (err) {
+      // The next update of a sub-task node tries again.
+    } finally {
+      fetching = false;
+    }
+    if (again || (wantedLinks.size > 0 && tries > 1)) {
+      window.setTimeout(() => refreshSubtasks(tries - 1), 300);
+    }
+  }
+
+  function subtaskNodeMoved(alias, type) {
+    const g = graphNodes.get(alias);
+    if (g === undefined || g.dataset.type !== "reference") return;
+    if (type === "nodeStart" && !(g.parentNode instanceof SVGAElement)) wantedLinks.add(alias);
+    if (type === "nodeStart" || type === "nodeEnd" || type === "nodeError") refreshSubtasks(10);
+  }
+
+  function markExit(name) {
+    for (const el of document.querySelectorAll("#graph-svg .graph-exit")) {
+      if (el.dataset.exit === name) el.classList.add("taken");
+    }
+    if (exitText !== null) exitText.textContent = "Ended through the exit " + name + ".";
   }
 
   function moveOn(row, state) {
@@ -89,6 +175,9 @@
     if (settledAs !== null) return;  // the first end counts
     settledAs = settledBy[type];
     for (const row of rows.values()) moveOn(row, settledAs);
+    for (const g of graphNodes.values()) {
+      if (g.dataset.state === "waiting") setGraphState(g, "unreached");
+    }
   }
 
   function summary(type, data) {
@@ -120,9 +209,13 @@
     const status = statusEl.textContent;
     const settled = data.requireAck === true;
     if (terminal.has(type)) settle(type);
+    if (alias !== null) subtaskNodeMoved(alias, type);
     switch (type) {
       case "taskStart":
-        if (status === "IDLE") setStatus("PENDING");
+        if (status === "IDLE") {
+          setStatus("PENDING");
+          reasonEl.textContent = "";  // an earlier finalize's rejection no longer applies
+        }
         break;
       case "nodeStart":
         if (status === "IDLE" || status === "PENDING") setStatus("RUNNING");
@@ -149,6 +242,7 @@
         if (row) moveOn(row, "ended");
         break;
       case "taskEnd":
+        if (text(data.exit) !== null) markExit(data.exit);
         finish(settled ? "AWAITING_DELIVERY" : "SUCCESSFUL", "", pretty(data.result), true);
         break;
       case "taskError":
