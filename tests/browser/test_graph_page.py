@@ -1,19 +1,13 @@
 """The task page's graph and the list page's "input rejected", in headless Chromium.
 
 The graph is drawn by the server (an SVG in columns by depth) and kept current
-by the page's script. The engine on this branch runs service nodes only, in
-order (logic, Or and sub-task nodes fail when reached, exits are not taken),
-so the structure is checked on the page of a prepared task of a template with
-every construct, and the live states on tasks whose nodes before the gate are
-services. Where the engine does not yet do its part (making a sub-task, writing
-a rejected input's reason), the test does it through the server's store and
-says so.
+by the page's script. The structure is checked on the page of a prepared task
+of a template with every construct; the live states, the sub-task links and
+the exit taken on tasks the engine runs, held at a gate while the page looks.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,7 +40,7 @@ GRAPH_TEMPLATES = [
     Template(
         "everything",
         nodes=[
-            service("fetch", _nothing, on_fail="repair"),
+            service("fetch", _hold, on_fail="repair"),
             service("repair", _nothing),
             logic("big", lambda ctx: True, after="fetch"),
             service("large", _nothing, after="big"),
@@ -247,23 +241,8 @@ def test_subtask_node_links_to_its_subtask_which_links_back(
     expect(link).to_have_count(0)
     expect(page.locator("#subtasks-box")).to_be_hidden()
 
-    # The engine on this branch does not make sub-tasks yet: stand in for it
-    # and store the sub-task's row, as it will when the node starts.
     store = graph_server.store
-    parent = store.task(task_id)
-    assert parent is not None
-    child_id = str(uuid.uuid4())
-    store.insert_task(
-        child_id,
-        parent.project,
-        "leaf",
-        "live",
-        time.time(),
-        parent_task_id=task_id,
-        parent_node="child",
-        root_task_id=task_id,
-    )
-    gate(key).set()  # "child" starts: its link appears without a reload
+    gate(key).set()  # "child" starts its sub-task: its link appears without a reload
     expect(link).to_have_count(1, timeout=WAIT_MS)
     children = {f"/tasks/{t.id}" for t in store.subtasks(task_id) if t.parent_node == "child"}
     assert link.get_attribute("href") in children
@@ -296,11 +275,7 @@ def test_list_page_says_the_input_was_rejected(
     row = graph_server.store.task(task_id)
     assert row is not None and row.status == "IDLE"
     message = row.status_text
-    if message is None:
-        # The engine on this branch does not write the rejection into the row
-        # yet; write what it will (the 422's message), markup and all.
-        message = response.text
-        graph_server.store.set_status_text(task_id, message)
+    assert message == response.text  # the engine keeps the 422's message
     assert "<script>" in message  # the refused value, markup included
     other = graph_api.prepare("strict")["taskId"]  # IDLE, nothing refused
 
@@ -325,35 +300,17 @@ def test_list_page_says_the_input_was_rejected(
 def test_exit_taken_is_marked_live_and_on_reload(
     page: Any, graph_api: Api, graph_server: LocalRequence
 ) -> None:
-    task_id = graph_api.prepare("everything")["taskId"]
+    key = new_gate()
+    task_id = graph_api.start("everything", {"gate": key})
     page.goto(show_url(graph_server, task_id))
     page.evaluate("window.__sameDocument = true")
     expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    expect(graph_node(page, "fetch")).to_have_attribute("data-state", "running", timeout=WAIT_MS)
     reported = page.locator('#graph-svg .graph-exit[data-exit="reported"]')
     expect(reported).not_to_have_class("graph-exit taken")
 
-    # The engine on this branch takes no exits yet: stand in for it and send
-    # the updates of a task that ends through "reported", as it will.
-    store, hub = graph_server.store, graph_server.hub
-    row = store.task(task_id)
-    assert row is not None
-    info = {"id": "n-report", "type": "service", "alias": "report"}
-    for kind, alias, data in (
-        ("taskStart", None, {"input": None}),
-        ("nodeStart", "report", {"node": info}),
-        ("nodeEnd", "report", {"node": info}),
-        ("taskEnd", None, {"result": {"ok": True}, "exit": "reported", "requireAck": False}),
-    ):
-        hub.publish(store.append_event(task_id, row.project, kind, alias, data, time.time()))
-    store.end_task(
-        task_id,
-        status="SUCCESSFUL",
-        final_status="SUCCESSFUL",
-        status_text=None,
-        result_json='{"ok": true}',
-        ended_at=time.time(),
-        exit="reported",
-    )
+    # fetch -> big (true) -> large -> either -> child (a sub-task, exit done) -> report
+    gate(key).set()
     for _ in range(2):  # live, then as rendered on reload
         expect(reported).to_have_class("graph-exit taken", timeout=WAIT_MS)
         expect(page.locator('#graph-svg .graph-exit[data-exit="repaired"]')).to_have_class(
@@ -361,7 +318,9 @@ def test_exit_taken_is_marked_live_and_on_reload(
         )
         expect(page.locator("#task-exit")).to_have_text("Ended through the exit reported.")
         expect(graph_node(page, "report")).to_have_attribute("data-state", "ended")
-        expect(graph_node(page, "fetch")).to_have_attribute("data-state", "unreached")
+        expect(graph_node(page, "fetch")).to_have_attribute("data-state", "ended")
+        for alias in ("small", "repair"):
+            expect(graph_node(page, alias)).to_have_attribute("data-state", "unreached")
         assert page.evaluate("window.__sameDocument") is True
         page.reload()
         page.evaluate("window.__sameDocument = true")
