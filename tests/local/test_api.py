@@ -436,6 +436,8 @@ def test_get_successful_task_every_field(api: Api) -> None:
             {"alias": "counter", "data": {"step": 3}},
         ],
         "nodesError": [],
+        "exit": None,
+        "rootTaskId": None,
     }
 
 
@@ -475,6 +477,8 @@ def test_get_failed_task_has_status_text_and_node_error(api: Api) -> None:
         "result": None,
         "nodesData": [{"alias": "first", "data": {"message": "Hello, Bo!"}}],
         "nodesError": [{"alias": "boom", "error": "the boiler exploded"}],
+        "exit": None,
+        "rootTaskId": None,
     }
 
 
