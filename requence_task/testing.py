@@ -324,7 +324,8 @@ class StartedTask:
             also while it awaits delivery; ``None`` until it ends.
         result: Its result once successful, else ``None``.
         error: Why it failed or was aborted (e.g. ``"node 'greeter' failed:
-            the boiler exploded"``), else ``None``.
+            the boiler exploded"``), or why finalize rejected its input (the
+            task is then still ``IDLE``), else ``None``.
         nodes: The latest data each node sent, by alias.
         node_errors: The error message of each node that failed, by alias.
         priority: The priority it was started with (0 low .. 10 high), or ``None``.
@@ -335,6 +336,9 @@ class StartedTask:
         started: Whether it was started (finalized). A task whose input was
             rejected was created but never started.
         url: The task's page on the local server.
+        exit: The exit it ended through, if its template has exits.
+        root_task_id: For a sub-task (started by a ``subtask`` node), the
+            top-level task's id; else ``None``.
 
     Example:
         >>> [task] = requence_local.wait_for(1, template="greet")  # doctest: +SKIP
@@ -360,6 +364,8 @@ class StartedTask:
     project: str
     started: bool
     url: str
+    exit: str | None = None
+    root_task_id: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -399,6 +405,10 @@ class _Row(Protocol):
     def status(self) -> str: ...
     @property
     def final_status(self) -> str | None: ...
+    @property
+    def exit(self) -> str | None: ...
+    @property
+    def root_task_id(self) -> str | None: ...
     @property
     def status_text(self) -> str | None: ...
     @property
@@ -681,6 +691,8 @@ class RequenceLocal:
             project=row.project,
             started=row.finalized_at is not None,
             url=self.base_url + show_path(row.id),
+            exit=row.exit,
+            root_task_id=row.root_task_id,
         )
 
     def _check_template(self, template: str | None) -> None:

@@ -517,3 +517,14 @@ def test_a_rejected_input_is_kept_on_the_idle_task_until_a_finalize_passes() -> 
             assert info["statusText"] is None
         finally:
             api.close()
+
+
+def test_the_testing_api_shows_exits_and_subtasks(gapi: Api, graph_server: LocalRequence) -> None:
+    from requence_task.testing import RequenceLocal
+
+    local = RequenceLocal(graph_server)
+    task_id, _ = run(gapi, "parent", {"n": 4})
+    parent = local.task(task_id)
+    assert (parent.exit, parent.root_task_id) == ("done", None)
+    [child] = local.tasks(template="double")
+    assert (child.exit, child.root_task_id, child.result) == ("doubled", task_id, {"doubled": 8})
