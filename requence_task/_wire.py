@@ -25,7 +25,7 @@ user's types (``TaskResult.result_as``) get a converter of their own, in
 Besides updates: the answers of prepare, finalize and get (:func:`prepared`,
 :func:`created`, :func:`task_info`), the bodies we send (:func:`finalize_body`,
 :func:`watch_body`), which task an event of the shared stream belongs to
-(:func:`route_key`, :func:`task_key`), whether an end waits for an ack
+(:func:`route_keys`, :func:`task_key`), whether an end waits for an ack
 (:func:`needs_ack`), and an update as the JSON the command line prints
 (:func:`update_to_json`).
 """
@@ -444,13 +444,20 @@ def structure_update(
 # --- Events of the shared stream ------------------------------------------------------
 
 
-def route_key(data: Mapping[str, Any]) -> object:
-    """Which top-level task an event of the shared stream belongs to.
+def route_keys(data: Mapping[str, Any]) -> tuple[object, object]:
+    """Which tasks an event of the shared stream goes to: ``(root, sub)``.
 
-    A sub-task's updates go to the task that started it (``rootTaskId``);
-    any other to its own task. ``None`` when the data names no task.
+    Every update goes to its top-level task (``rootTaskId``, else its own
+    ``taskId``): a task's updates include its sub-tasks'. A sub-task's update
+    goes to that sub-task too: ``sub`` is its own id, or ``None`` for an
+    update of a top-level task (no ``rootTaskId``, or one equal to its own
+    id). ``root`` is ``None`` when the data names no task.
     """
-    return data.get("rootTaskId") or data.get("taskId") or data.get("task_id")
+    own = data.get("taskId") or data.get("task_id")
+    root = data.get("rootTaskId")
+    if not root or root == own:
+        return own, None
+    return root, own
 
 
 def task_key(data: Mapping[str, Any]) -> str:
