@@ -481,6 +481,12 @@ def needs_ack(update: Update) -> bool:
     return bool(getattr(update, "require_ack", False)) or update.raw.get("requireAck") is True
 
 
+def raw_exit(data: Mapping[str, Any]) -> str | None:
+    """The ``exit`` of a ``taskEnd`` update's data, if it is a string (else ``None``)."""
+    value = data.get("exit")
+    return value if isinstance(value, str) else None
+
+
 def raw_result(data: Mapping[str, Any]) -> tuple[bool, Any]:
     """Whether an update's data carries a ``result``, and the result (decoded JSON)."""
     if "result" in data:
@@ -571,7 +577,11 @@ def status_text(answer: Mapping[str, Any]) -> str | None:
 
 
 def task_info(task_id: str, body: dict[str, Any]) -> TaskInfo:
-    """A :class:`TaskInfo` from the body of ``GET /task/{id}``."""
+    """A :class:`TaskInfo` from the body of ``GET /task/{id}``.
+
+    ``exit`` and ``rootTaskId`` are optional (a server may omit them, or send
+    null); any other value than a string there is an :class:`ApiError`.
+    """
     nodes_data = body.get("nodesData") or []
     nodes_error = body.get("nodesError") or []
     if not isinstance(nodes_data, list) or not isinstance(nodes_error, list):
@@ -592,6 +602,15 @@ def task_info(task_id: str, body: dict[str, Any]) -> TaskInfo:
         value = body.get(key)
         return value if isinstance(value, str) else None
 
+    def optional_text(key: str) -> str | None:
+        # Newer keys a server may omit (or send as null); any other type is an error.
+        value = body.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        raise ApiError(f"get of task {task_id}: '{key}' is {_kind(value)}, not a string or null")
+
+    exit_name, root_task_id = optional_text("exit"), optional_text("rootTaskId")
+
     return TaskInfo(
         task_id=task_id,
         status=TaskStatus.parse(status),
@@ -606,7 +625,10 @@ def task_info(task_id: str, body: dict[str, Any]) -> TaskInfo:
             body.get("result"),
             MappingProxyType(data),
             MappingProxyType(errors),
+            exit_name,
         ),
+        exit=exit_name,
+        root_task_id=root_task_id or None,
     )
 
 
