@@ -239,7 +239,11 @@ class Monitor:
                 return False
             if self._ordered is None:
                 self._ordered = Ordered(
-                    self._follower.inbound, lambda: self.task_id, self._fold, self._unreadable
+                    self._follower.inbound,
+                    lambda: self.task_id,
+                    self._fold,
+                    self._unreadable,
+                    skip=self._foreign_unreadable,
                 )
             ordered = self._ordered
             ended = is_terminal(raw) and (
@@ -248,6 +252,22 @@ class Monitor:
             self._ended_raw = ended
         ordered.push(raw)
         return ended
+
+    def _foreign_unreadable(self, raw: RawEvent, error: BaseException) -> bool:
+        """Whether an update that could not be read is another task's (a sub-task's):
+        then it is left out of this task's updates, with a warning, and fails nothing."""
+        own = task_key(raw.data)
+        if self.task_id is None or not own or own == self.task_id:
+            return False
+        log.warning(
+            "an update of task %s (a sub-task of %s) could not be read and is left out "
+            "of the updates of %s: %s",
+            own,
+            self.task_id,
+            self.task_id,
+            error,
+        )
+        return True
 
     def _unreadable(self, error: BaseException) -> None:
         """An update's data could not be read (a claim check failed): the task's

@@ -28,6 +28,7 @@ import pytest
 
 from requence_task import (
     ApiError,
+    ClaimCheckError,
     Client,
     NodeUpdateUpdate,
     RetryPolicy,
@@ -296,6 +297,53 @@ def test_a_sub_tasks_end_on_the_roots_own_stream_does_not_end_it() -> None:
                 got.append(item)
     assert seen(got) == [(data["taskId"], kind) for kind, data in events]
     assert dict(got[-1].context.node_data) == {"a": {"v": "root-1"}}
+
+
+def _claim_check(hostile: Hostile) -> dict[str, Any]:
+    # A claim check whose URL answers 404: that update cannot be read.
+    return {"__REQUENCE_type": "ClaimCheck", "url": f"{hostile.base_url}/files/gone", "size": 9}
+
+
+def _with_unreadable_sub_update(hostile: Hostile) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        ("taskStart", of_root(input={"of": "root"})),
+        ("taskStart", of_sub(input={"of": "sub"})),
+        ("nodeUpdate", of_sub(node=node("a"), data=_claim_check(hostile), output=None)),
+        ("nodeUpdate", of_root(node=node("a"), data={"v": "root-1"}, output=None)),
+        ("taskEnd", of_root(result="root-result", exit="done", requireAck=False)),
+    ]
+
+
+def test_an_unreadable_sub_task_update_on_the_roots_own_stream_fails_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with Hostile() as hostile, make_client(hostile, shared_stream=False) as client:
+        hostile.scripts["watch"].append(stream_of(_with_unreadable_sub_update(hostile)))
+        root = Task("parent", client=client)
+        result = root.result(timeout=WAIT)
+        updates = list(root.updates(timeout=WAIT))
+    assert (result.result, result.exit) == ("root-result", "done")
+    assert dict(result.node_data) == {"a": {"v": "root-1"}}
+    # The sub-task's unreadable update is left out of the root's, with a warning.
+    assert seen(updates) == [
+        (ROOT, "taskStart"),
+        (SUB, "taskStart"),
+        (ROOT, "nodeUpdate"),
+        (ROOT, "taskEnd"),
+    ]
+    assert any(f"an update of task {SUB}" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unreadable_sub_task_update_on_the_shared_stream_fails_the_sub_task_only() -> None:
+    with Hostile(ids=[ROOT, SUB]) as hostile, make_client(hostile) as client:
+        hostile.scripts["watch-all"].append(held_open(_with_unreadable_sub_update(hostile)))
+        root = Task("parent", client=client)
+        sub = Task("child", client=client)
+        assert (root.task_id(timeout=WAIT), sub.task_id(timeout=WAIT)) == (ROOT, SUB)
+        result = root.result(timeout=WAIT)
+        with pytest.raises(ClaimCheckError):
+            sub.result(timeout=WAIT)
+    assert (result.result, result.exit) == ("root-result", "done")
 
 
 # --- (c) the exit ------------------------------------------------------------------------------
