@@ -464,3 +464,14 @@ def test_the_command_line_run_prints_the_exit(capsys: pytest.CaptureFixture[str]
         "taskUrl": f"{hostile.base_url}/tasks/{ROOT}",
     }
     assert json.loads(out[-2])["exit"] == "done"  # the taskEnd update
+
+
+def test_the_command_line_run_plain_names_the_exit(capsys: pytest.CaptureFixture[str]) -> None:
+    events = [
+        ("taskStart", of_root(input=1)),
+        ("taskEnd", of_root(result=2, exit="done", requireAck=False)),
+    ]
+    with Hostile(watch_all=[stream_of(events)], watch=[stream_of(events)]) as hostile:
+        code = main(["run", "parent", "--access-token", hostile.access_token])
+    assert code == 0
+    assert capsys.readouterr().out.splitlines() == ["taskStart", "taskEnd (exit done)", "2"]
