@@ -167,8 +167,9 @@ def test_a_sub_tasks_handle_on_the_shared_stream_gets_its_updates_once() -> None
         make_client(hostile) as client,
     ):
         root = Task("parent", client=client)
+        assert root.task_id(timeout=WAIT) == ROOT  # (prepared in turn: the ids in order)
         sub = Task("child", client=client)
-        assert (root.task_id(timeout=WAIT), sub.task_id(timeout=WAIT)) == (ROOT, SUB)
+        assert sub.task_id(timeout=WAIT) == SUB
         sub_updates = list(sub.updates(timeout=WAIT))
         sub_result = sub.result(timeout=WAIT)
         root_updates = list(root.updates(timeout=WAIT))
@@ -338,8 +339,9 @@ def test_an_unreadable_sub_task_update_on_the_shared_stream_fails_the_sub_task_o
     with Hostile(ids=[ROOT, SUB]) as hostile, make_client(hostile) as client:
         hostile.scripts["watch-all"].append(held_open(_with_unreadable_sub_update(hostile)))
         root = Task("parent", client=client)
+        assert root.task_id(timeout=WAIT) == ROOT  # (prepared in turn: the ids in order)
         sub = Task("child", client=client)
-        assert (root.task_id(timeout=WAIT), sub.task_id(timeout=WAIT)) == (ROOT, SUB)
+        assert sub.task_id(timeout=WAIT) == SUB
         result = root.result(timeout=WAIT)
         with pytest.raises(ClaimCheckError):
             sub.result(timeout=WAIT)
