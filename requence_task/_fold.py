@@ -4,7 +4,7 @@ Two folds, each the one of its kind:
 
 - :class:`ContextFolder`, the running fold of one task's updates into its
   :class:`~requence_task._models.TaskContext` (input, the latest data and the
-  errors of each node alias, result), attached to every update as it stands
+  errors of each node alias, result and exit), attached to every update as it stands
   *after* that update;
 - :class:`NodeFold` and :func:`task_state`, the state of a task and of each of
   its nodes, which every view shows.
@@ -117,7 +117,7 @@ from ._states import (
     STARTED,
     SUCCEEDED,
 )
-from ._wire import raw_result, structure_update
+from ._wire import raw_exit, raw_result, structure_update
 
 if TYPE_CHECKING:
     from ._task import Task
@@ -210,13 +210,15 @@ class ContextFolder:
                 and (self._task_id is None or update.task_id == self._task_id)
             ):
                 # A taskEnd whose other fields are malformed: its result is still
-                # the task's result (anything JSON is a result), so fold it.
+                # the task's result (anything JSON is a result), so fold it, and
+                # its exit if that reads.
                 after = TaskContext(
                     before.task_id,
                     before.input,
                     result,
                     before.node_data,
                     before.node_errors,
+                    raw_exit(data),
                 )
                 object.__setattr__(update, "context", after)
                 self._context = after
@@ -224,7 +226,12 @@ class ContextFolder:
         if self._task_id is None:
             self._task_id = update.task_id
             before = TaskContext(
-                update.task_id, before.input, before.result, before.node_data, before.node_errors
+                update.task_id,
+                before.input,
+                before.result,
+                before.node_data,
+                before.node_errors,
+                before.exit,
             )
         elif update.task_id != self._task_id:
             return update
@@ -241,6 +248,7 @@ class ContextFolder:
                     before.result,
                     MappingProxyType(node_data),
                     before.node_errors,
+                    before.exit,
                 )
         elif isinstance(update, NodeErrorUpdate):
             alias = update.node.alias
@@ -254,14 +262,25 @@ class ContextFolder:
                     before.result,
                     before.node_data,
                     MappingProxyType(node_errors),
+                    before.exit,
                 )
         elif isinstance(update, TaskStartUpdate):
             after = TaskContext(
-                before.task_id, update.input, before.result, before.node_data, before.node_errors
+                before.task_id,
+                update.input,
+                before.result,
+                before.node_data,
+                before.node_errors,
+                before.exit,
             )
         elif isinstance(update, TaskEndUpdate):
             after = TaskContext(
-                before.task_id, before.input, update.result, before.node_data, before.node_errors
+                before.task_id,
+                before.input,
+                update.result,
+                before.node_data,
+                before.node_errors,
+                update.exit,
             )
         if self._incomplete is None:
             self._incomplete = not isinstance(update, TaskStartUpdate)

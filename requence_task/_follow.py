@@ -13,6 +13,14 @@ source at a time:
   prepared too long ago for the shared stream to replay, and when the token may
   not watch all tasks (or the server sent no ``Date``).
 
+Sub-tasks: on the shared stream a sub-task's update (its ``rootTaskId`` is
+another task's) goes to its root's monitor, whose updates include its
+sub-tasks', and to the sub-task's own monitor if one is on the stream, once
+to each (:func:`~requence_task._wire.route_keys`). A monitor ends only at its
+own task's end: a sub-task's end, on any stream, ends nothing of its root's.
+A handle made by id (a sub-task's, say) has no prepare time, so it follows
+its own stream.
+
 Exactly once: within one stream, positions resume without loss or repeat.
 The shared stream closes once no task on it is awaited and none is still
 running for a live handle. When it closes, or fails, monitors that nobody
@@ -52,7 +60,7 @@ from ._protocol import TASK_END, TASK_ERROR
 from ._sse import RawEvent
 from ._stream import ResumingStream
 from ._transfer import Inbound, Ordered, is_terminal
-from ._wire import needs_ack, raw_reason, raw_result, route_key, task_key, update_id
+from ._wire import needs_ack, raw_reason, raw_result, route_keys, task_key, update_id
 
 log = logging.getLogger("requence_task")
 
@@ -231,7 +239,11 @@ class Monitor:
                 return False
             if self._ordered is None:
                 self._ordered = Ordered(
-                    self._follower.inbound, lambda: self.task_id, self._fold, self._unreadable
+                    self._follower.inbound,
+                    lambda: self.task_id,
+                    self._fold,
+                    self._unreadable,
+                    skip=self._foreign_unreadable,
                 )
             ordered = self._ordered
             ended = is_terminal(raw) and (
@@ -240,6 +252,22 @@ class Monitor:
             self._ended_raw = ended
         ordered.push(raw)
         return ended
+
+    def _foreign_unreadable(self, raw: RawEvent, error: BaseException) -> bool:
+        """Whether an update that could not be read is another task's (a sub-task's):
+        then it is left out of this task's updates, with a warning, and fails nothing."""
+        own = task_key(raw.data)
+        if self.task_id is None or not own or own == self.task_id:
+            return False
+        log.warning(
+            "an update of task %s (a sub-task of %s) could not be read and is left out "
+            "of the updates of %s: %s",
+            own,
+            self.task_id,
+            self.task_id,
+            error,
+        )
+        return True
 
     def _unreadable(self, error: BaseException) -> None:
         """An update's data could not be read (a claim check failed): the task's
@@ -774,35 +802,42 @@ class Follower:
 
     # --- the shared stream's thread ---------------------------------------------------------
 
+    def _feed(self, stream: ResumingStream, key: object, raw: RawEvent) -> bool:
+        """Deliver ``raw`` to the monitor attached as ``key``, once; ``False`` once
+        ``stream`` is no longer the shared stream (it was closed or replaced)."""
+        ref = self._attached.get(key)
+        if ref is None:
+            return True
+        monitor = ref()
+        if monitor is None:  # its handle was garbage-collected
+            with self._lock:
+                if self._stream is not stream:
+                    return False
+                if self._attached.get(key) is ref:
+                    del self._attached[key]
+                self._close_if_idle()
+                return self._stream is stream
+        if monitor.deliver(raw):  # its own end (a sub-task's end is not its root's)
+            with self._lock:
+                if self._stream is not stream:
+                    return False
+                monitor.source = "ended"
+                self._attached.pop(key, None)
+                self._awaited.pop(key, None)
+                self._close_if_idle()
+                return self._stream is stream
+        return True
+
     def _run(self, stream: ResumingStream) -> None:
         error: BaseException | None = None
         try:
             for raw in stream:
-                key = route_key(raw.data)
-                ref = self._attached.get(key)
-                if ref is None:
-                    continue
-                monitor = ref()
-                if monitor is None:  # its handle was garbage-collected
-                    with self._lock:
-                        if self._stream is not stream:
-                            return
-                        if self._attached.get(key) is ref:
-                            del self._attached[key]
-                        self._close_if_idle()
-                        if self._stream is not stream:
-                            return
-                    continue
-                if monitor.deliver(raw):
-                    with self._lock:
-                        if self._stream is not stream:
-                            return
-                        monitor.source = "ended"
-                        self._attached.pop(key, None)
-                        self._awaited.pop(key, None)
-                        self._close_if_idle()
-                        if self._stream is not stream:
-                            return
+                # A sub-task's update goes to its root's handle and to its own.
+                root, sub = route_keys(raw.data)
+                if not self._feed(stream, root, raw):
+                    return
+                if sub is not None and not self._feed(stream, sub, raw):
+                    return
         except BaseException as err:
             error = err
         with self._lock:

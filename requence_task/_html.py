@@ -187,14 +187,18 @@ def result_html(
     result: Any,
     node_data: Mapping[str, Any],
     node_errors: Mapping[str, str],
+    exit: str | None = None,
 ) -> str:
-    """A result's view: the task, its input and result, and each node's data."""
+    """A result's view: the task, its input, its exit (if named) and result, and
+    each node's data."""
     rows = [
         ("task", _link(task_url, task_id)),
         ("state", _state_cell(SUCCEEDED)),
         ("input", _code(input, _BLOCK_LIMIT)),
-        ("result", _code(result, _BLOCK_LIMIT)),
     ]
+    if exit is not None:
+        rows.append(("exit", _text(exit)))
+    rows.append(("result", _code(result, _BLOCK_LIMIT)))
     nodes: list[tuple[str, str, str]] = [
         (alias, _state_cell(NODE_ENDED), _code(data)) for alias, data in node_data.items()
     ]

@@ -91,6 +91,9 @@ class TaskContext:
         node_data: The data of the latest ``nodeUpdate`` of each node alias,
             in the order the aliases first sent data.
         node_errors: The message of the ``nodeError`` of each node alias.
+        exit: The name of the exit the task ended through, from its
+            ``taskEnd`` update (``None`` before that, and for a task that
+            ended without a named exit).
     """
 
     task_id: str
@@ -98,6 +101,7 @@ class TaskContext:
     result: Any = None
     node_data: Mapping[str, Any] = attrs.field(default=_EMPTY, converter=_read_only)
     node_errors: Mapping[str, str] = attrs.field(default=_EMPTY, converter=_read_only)
+    exit: str | None = None
 
     def get_node_data(self, alias: str, default: Any = None) -> Any:
         """The latest data of the node ``alias``.
@@ -361,6 +365,8 @@ class TaskResult:
         result: The task's result, as decoded JSON.
         node_data: The latest data of each node alias.
         node_errors: The error message of each node alias that failed.
+        exit: The name of the exit the task ended through (its ``taskEnd``
+            update's ``exit``), or ``None`` when it ended without a named exit.
     """
 
     task_id: str
@@ -369,6 +375,7 @@ class TaskResult:
     result: Any = None
     node_data: Mapping[str, Any] = attrs.field(default=_EMPTY, converter=_read_only)
     node_errors: Mapping[str, str] = attrs.field(default=_EMPTY, converter=_read_only)
+    exit: str | None = None
 
     @classmethod
     def from_context(cls, context: TaskContext, *, task_url: str | None = None) -> TaskResult:
@@ -388,6 +395,7 @@ class TaskResult:
             context.result,
             context.node_data,
             context.node_errors,
+            context.exit,
         )
 
     def get_node_data(self, alias: str, default: Any = None) -> Any:
@@ -407,6 +415,7 @@ class TaskResult:
             result=self.result,
             node_data=self.node_data,
             node_errors=self.node_errors,
+            exit=self.exit,
         )
 
     def result_as(self, cls: type[T], *, converter: cattrs.Converter | None = None) -> T:
@@ -507,7 +516,13 @@ class TaskInfo:
         task_template: The template's name.
         name: The task's name.
         branch: The branch the template ran on.
-        context: Input, result, node data and node errors by alias.
+        context: Input, result, node data and node errors by alias (and the
+            exit, as ``exit`` below).
+        exit: The name of the exit the task ended through, if it ended
+            through a named one and the server says (``None`` otherwise).
+        root_task_id: For a sub-task (a task a node of another task started),
+            the id of the top-level task; ``None`` for a top-level task, or
+            when the server does not say.
     """
 
     task_id: str
@@ -518,6 +533,8 @@ class TaskInfo:
     name: str | None
     branch: str | None
     context: TaskContext = attrs.field(repr=False)
+    exit: str | None = None
+    root_task_id: str | None = None
 
 
 # --- What prepare and finalize answered (internal) ----------------------------

@@ -470,6 +470,9 @@ class Ordered:
         failed: Called with the error when an update cannot be read; with
             ``go_on=False`` (a task's own result) only once, and no update of
             the task is delivered after it.
+        skip: Asked, with the update and the error, before ``failed``: when it
+            answers true the update is left out and the others go on (a
+            sub-task's update on its root's stream must not fail the root).
     """
 
     def __init__(
@@ -480,8 +483,10 @@ class Ordered:
         failed: Callable[[BaseException], object],
         *,
         go_on: bool = False,
+        skip: Callable[[RawEvent, BaseException], bool] | None = None,
     ) -> None:
         self._go_on = go_on
+        self._skip = skip
         self._inbound = inbound
         self._task_id = task_id
         self._deliver = deliver
@@ -510,6 +515,8 @@ class Ordered:
         try:
             ready = self._inbound.event(raw, self._task_id())
         except RequenceError as err:
+            if self._skip is not None and self._skip(raw, err):
+                return True
             if self._go_on:
                 self._failed(err)
                 return True

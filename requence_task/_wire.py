@@ -25,7 +25,7 @@ user's types (``TaskResult.result_as``) get a converter of their own, in
 Besides updates: the answers of prepare, finalize and get (:func:`prepared`,
 :func:`created`, :func:`task_info`), the bodies we send (:func:`finalize_body`,
 :func:`watch_body`), which task an event of the shared stream belongs to
-(:func:`route_key`, :func:`task_key`), whether an end waits for an ack
+(:func:`route_keys`, :func:`task_key`), whether an end waits for an ack
 (:func:`needs_ack`), and an update as the JSON the command line prints
 (:func:`update_to_json`).
 """
@@ -444,13 +444,20 @@ def structure_update(
 # --- Events of the shared stream ------------------------------------------------------
 
 
-def route_key(data: Mapping[str, Any]) -> object:
-    """Which top-level task an event of the shared stream belongs to.
+def route_keys(data: Mapping[str, Any]) -> tuple[object, object]:
+    """Which tasks an event of the shared stream goes to: ``(root, sub)``.
 
-    A sub-task's updates go to the task that started it (``rootTaskId``);
-    any other to its own task. ``None`` when the data names no task.
+    Every update goes to its top-level task (``rootTaskId``, else its own
+    ``taskId``): a task's updates include its sub-tasks'. A sub-task's update
+    goes to that sub-task too: ``sub`` is its own id, or ``None`` for an
+    update of a top-level task (no ``rootTaskId``, or one equal to its own
+    id). ``root`` is ``None`` when the data names no task.
     """
-    return data.get("rootTaskId") or data.get("taskId") or data.get("task_id")
+    own = data.get("taskId") or data.get("task_id")
+    root = data.get("rootTaskId")
+    if not root or root == own:
+        return own, None
+    return root, own
 
 
 def task_key(data: Mapping[str, Any]) -> str:
@@ -472,6 +479,12 @@ def needs_ack(update: Update) -> bool:
     still asks for the ack (``requireAck: true``).
     """
     return bool(getattr(update, "require_ack", False)) or update.raw.get("requireAck") is True
+
+
+def raw_exit(data: Mapping[str, Any]) -> str | None:
+    """The ``exit`` of a ``taskEnd`` update's data, if it is a string (else ``None``)."""
+    value = data.get("exit")
+    return value if isinstance(value, str) else None
 
 
 def raw_result(data: Mapping[str, Any]) -> tuple[bool, Any]:
@@ -564,7 +577,11 @@ def status_text(answer: Mapping[str, Any]) -> str | None:
 
 
 def task_info(task_id: str, body: dict[str, Any]) -> TaskInfo:
-    """A :class:`TaskInfo` from the body of ``GET /task/{id}``."""
+    """A :class:`TaskInfo` from the body of ``GET /task/{id}``.
+
+    ``exit`` and ``rootTaskId`` are optional (a server may omit them, or send
+    null); any other value than a string there is an :class:`ApiError`.
+    """
     nodes_data = body.get("nodesData") or []
     nodes_error = body.get("nodesError") or []
     if not isinstance(nodes_data, list) or not isinstance(nodes_error, list):
@@ -585,6 +602,15 @@ def task_info(task_id: str, body: dict[str, Any]) -> TaskInfo:
         value = body.get(key)
         return value if isinstance(value, str) else None
 
+    def optional_text(key: str) -> str | None:
+        # Newer keys a server may omit (or send as null); any other type is an error.
+        value = body.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        raise ApiError(f"get of task {task_id}: '{key}' is {_kind(value)}, not a string or null")
+
+    exit_name, root_task_id = optional_text("exit"), optional_text("rootTaskId")
+
     return TaskInfo(
         task_id=task_id,
         status=TaskStatus.parse(status),
@@ -599,7 +625,10 @@ def task_info(task_id: str, body: dict[str, Any]) -> TaskInfo:
             body.get("result"),
             MappingProxyType(data),
             MappingProxyType(errors),
+            exit_name,
         ),
+        exit=exit_name,
+        root_task_id=root_task_id or None,
     )
 
 

@@ -244,6 +244,7 @@ def test_run_json_prints_one_object_per_update_then_the_result(
     assert re.fullmatch(ID, task_id)
     assert last == {
         "result": {"message": "Hello, Ann!"},
+        "exit": None,
         "taskId": task_id,
         "taskUrl": f"{server.base_url}/tasks/{task_id}",
     }
@@ -820,6 +821,8 @@ def test_get_json(cli: Cli, greeted: str) -> None:
         "template": "greet",
         "name": "greeting",
         "branch": "live",
+        "rootTaskId": None,
+        "exit": None,
         "input": {"name": "Ann"},
         "result": {"message": "Hello, Ann!"},
         "nodeData": {"greeter": {"message": "Hello, Ann!"}, "counter": {"step": 3}},

@@ -73,6 +73,7 @@ def describe(update: Update) -> str:
         NodeErrorUpdate,
         NodeUpdateUpdate,
         TaskAbortedUpdate,
+        TaskEndUpdate,
         TaskErrorUpdate,
         UnknownUpdate,
     )
@@ -91,6 +92,9 @@ def describe(update: Update) -> str:
     elif isinstance(update, (NodeDeferUpdate, TaskErrorUpdate, TaskAbortedUpdate)):
         if update.reason:
             text += f": {update.reason}"
+    elif isinstance(update, TaskEndUpdate):
+        if update.exit is not None:
+            text += f" (exit {update.exit})"
     elif isinstance(update, UnknownUpdate):
         text += " (not understood" + (f": {update.problem})" if update.problem else ")")
     return text

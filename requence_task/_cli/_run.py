@@ -306,13 +306,20 @@ def _follow(
         progress.clear()
         elapsed = time.monotonic() - started
         line_err(
-            f"Task {result.task_id} succeeded in {elapsed:.1f} s"
+            f"Task {result.task_id} succeeded"
+            + (f" through exit {result.exit!r}" if result.exit is not None else "")
+            + f" in {elapsed:.1f} s"
             + (f": {result.task_url}" if result.task_url else "")
         )
     if mode == "json":
         line_out(
             json.dumps(
-                {"result": result.result, "taskId": result.task_id, "taskUrl": result.task_url},
+                {
+                    "result": result.result,
+                    "exit": result.exit,
+                    "taskId": result.task_id,
+                    "taskUrl": result.task_url,
+                },
                 default=json_default,
             )
         )

@@ -73,6 +73,8 @@ def get(args: argparse.Namespace) -> int:
                     "template": info.task_template,
                     "name": info.name,
                     "branch": info.branch,
+                    "rootTaskId": info.root_task_id,
+                    "exit": info.exit,
                     "input": info.context.input,
                     "result": info.context.result,
                     "nodeData": dict(info.context.node_data),
@@ -88,6 +90,8 @@ def get(args: argparse.Namespace) -> int:
         ("Template", info.task_template),
         ("Name", info.name),
         ("Branch", info.branch),
+        ("Root", info.root_task_id),
+        ("Exit", info.exit),
     ]
     for label, value in rows:
         if value is not None:

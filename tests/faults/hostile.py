@@ -2,7 +2,10 @@
 
 Prepare, finalize and get answer properly unless a test replaces them; each
 connection to a watch route (``/task/watch/{id}`` or ``/task/watch-all``)
-runs the next script of that route (404 once its scripts are used up). A
+runs the next script of that route (404 once its scripts are used up).
+Prepare answers the task id ``TASK_ID``, or the next of ``ids`` while any is
+left; other tasks' own streams and get answers are scripted by ``watch_of``
+and ``bodies_of``, by task id (a sub-task's, say). A
 script gets the request handler and the JSON body of the request, and writes
 whatever it likes: proper SSE frames, repeated or stale ones, malformed
 updates, headers or bodies trickled a byte at a time.
@@ -73,6 +76,9 @@ class Hostile:
         upload: Script | None = None,
         file_routes: dict[str, Script] | None = None,
         task_body: dict[str, Any] | None = None,
+        ids: list[str] | None = None,
+        watch_of: dict[str, list[Script]] | None = None,
+        bodies_of: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.scripts: dict[str, list[Script]] = {
             "watch": list(watch or []),
@@ -88,6 +94,9 @@ class Hostile:
         self.upload = upload
         self.file_routes = dict(file_routes or {})
         self.task_body = task_body
+        self.ids = list(ids or [])  # what prepare answers, in turn (then TASK_ID)
+        self.watch_of = {key: list(value) for key, value in (watch_of or {}).items()}
+        self.bodies_of = dict(bodies_of or {})
         self.stored: dict[str, tuple[str, bytes]] = {}
         self.uploads: list[tuple[str, dict[str, str], bytes]] = []  # path, headers, body
         self.finalized: list[dict[str, Any]] = []
@@ -136,6 +145,17 @@ class Hostile:
             self.bodies[route].append(body)
             scripts = self.scripts[route]
             return scripts.pop(0) if scripts else None
+
+    def next_script_of(self, task_id: str, body: dict[str, Any]) -> Script | None:
+        """The next script of another task's own stream (``watch_of``)."""
+        with self.lock:
+            self.bodies.setdefault(f"watch/{task_id}", []).append(body)
+            scripts = self.watch_of.get(task_id) or []
+            return scripts.pop(0) if scripts else None
+
+    def next_id(self) -> str:
+        with self.lock:
+            return self.ids.pop(0) if self.ids else TASK_ID
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -263,6 +283,8 @@ class Handler(BaseHTTPRequestHandler):
                 hostile.task_body
                 or {"id": TASK_ID, "status": "RUNNING", "taskTemplate": "hostile"},
             )
+        elif self.path.startswith("/task/") and self.path[len("/task/") :] in hostile.bodies_of:
+            self.send_json(200, hostile.bodies_of[self.path[len("/task/") :]])
         else:
             self.send_json(404, {"message": f"no route {self.path}"})
 
@@ -280,9 +302,10 @@ class Handler(BaseHTTPRequestHandler):
             if self.hostile.prepare is not None:
                 self.hostile.prepare(self, {})
                 return
+            task_id = hostile.next_id()
             answer: dict[str, Any] = {
-                "taskId": TASK_ID,
-                "finalizeUrl": f"{base}/task/finalize/{TASK_ID}",
+                "taskId": task_id,
+                "finalizeUrl": f"{base}/task/finalize/{task_id}",
                 "branch": "live",
             }
             if hostile.files:
@@ -293,7 +316,8 @@ class Handler(BaseHTTPRequestHandler):
             if hostile.limits is not None:
                 answer["limits"] = hostile.limits
             self.send_json(200, answer)
-        elif self.path == f"/task/finalize/{TASK_ID}":
+        elif self.path.startswith("/task/finalize/"):
+            task_id = self.path[len("/task/finalize/") :]
             hostile.finalized.append(json.loads(raw or b"{}"))
             if self.hostile.finalize is not None:
                 self.hostile.finalize(self, json.loads(raw or b"{}"))
@@ -301,13 +325,20 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(
                 200,
                 {
-                    "taskId": TASK_ID,
+                    "taskId": task_id,
                     "urls": {
-                        "watch": f"{base}/task/watch/{TASK_ID}",
-                        "show": f"{base}/tasks/{TASK_ID}",
+                        "watch": f"{base}/task/watch/{task_id}",
+                        "show": f"{base}/tasks/{task_id}",
                     },
                 },
             )
+        elif self.path.startswith("/task/watch/") and self.path != f"/task/watch/{TASK_ID}":
+            body = json.loads(raw or b"{}")
+            script = hostile.next_script_of(self.path[len("/task/watch/") :], body)
+            if script is None:
+                self.send_json(404, {"message": "the script is used up"})
+            else:
+                script(self, body)
         elif self.path in (f"/task/watch/{TASK_ID}", "/task/watch-all"):
             route = "watch" if self.path.startswith("/task/watch/") else "watch-all"
             body = json.loads(raw or b"{}")
