@@ -83,7 +83,19 @@ def mail(ctx: NodeContext) -> dict[str, Any]:
     return {"mailed": ctx.node_data("invoice")["total"]}
 
 
+def branch(ctx: NodeContext) -> Any:
+    # Three updates, pausing between them, so that two branches interleave.
+    for step in range(3):
+        ctx.wait(0.05)
+        yield {"step": step, "alias": ctx.alias}
+
+
 TEMPLATES = [
+    Template(
+        "two-branches",
+        nodes=[service("left", branch), service("right", branch)],
+        result=lambda ctx: {"left": ctx.node_data("left"), "right": ctx.node_data("right")},
+    ),
     # A sub-task and an on-fail branch (the official client runs it).
     Template(
         "invoice",
