@@ -78,7 +78,11 @@ LOCAL_API = [
     "Output",
     "TaskAbortedSignal",
     "Template",
+    "TemplateError",
+    "first_of",
+    "logic",
     "service",
+    "subtask",
 ]
 
 MODULES = [requence_task, requence_task.local]

@@ -371,7 +371,8 @@ def test_failing_node_fails_the_task_and_later_nodes_never_start(napi: Api) -> N
     info = napi.wait_status(task_id, "FAILED")
     assert info["statusText"] == reason
     assert info["nodesError"] == [{"alias": "broken", "error": "the gasket leaked"}]
-    assert info["nodesData"] == [{"alias": "first", "data": {"ran": "first"}}]
+    assert {"alias": "first", "data": {"ran": "first"}} in info["nodesData"]
+    assert {item["alias"] for item in info["nodesData"]} <= {"first", "independent"}
     assert info["result"] is None
 
 
