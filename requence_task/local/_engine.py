@@ -854,7 +854,8 @@ class Engine:
             if run.ended:
                 self.store.set_status(child_id, STOPPED)
                 return
-            self._seq += 1
+            # The sub-task takes its parent's place in the queue: before newer tasks.
+            seq = task.queue_seq or 0
             finalized_at = time.time()
             priority = task.priority or 0
             self.store.finalize_task(
@@ -864,7 +865,7 @@ class Engine:
                 priority=priority,
                 require_ack=False,
                 finalized_at=finalized_at,
-                queue_seq=self._seq,
+                queue_seq=seq,
             )
             child = self._live[child_id] = attrs.evolve(
                 row,
@@ -872,12 +873,12 @@ class Engine:
                 priority=priority,
                 status=PENDING,
                 finalized_at=finalized_at,
-                queue_seq=self._seq,
+                queue_seq=seq,
             )
             run.children[child_id] = node.alias
             self._parents[child_id] = (task.id, node.alias)
             self._emit(child, TASK_START, {"input": child.input})
-            self._enqueue(child_id, priority, self._seq)
+            self._enqueue(child_id, priority, seq)
 
     def _child_ended(
         self, parent: tuple[str, str], child: TaskRow, type: str, fields: dict[str, Any]

@@ -528,3 +528,31 @@ def test_the_testing_api_shows_exits_and_subtasks(gapi: Api, graph_server: Local
     assert (parent.exit, parent.root_task_id) == ("done", None)
     [child] = local.tasks(template="double")
     assert (child.exit, child.root_task_id, child.result) == ("doubled", task_id, {"doubled": 8})
+
+
+def test_a_subtask_runs_before_the_tasks_queued_after_its_parent() -> None:
+    parent = Template(
+        "held-parent",
+        nodes=[
+            service("hold", _wait_gate),
+            subtask("child", "double", input=lambda ctx: {"n": 1}, after="hold"),
+        ],
+    )
+    double = next(t for t in TEMPLATES if t.name == "double")
+    with LocalRequence([parent, double], concurrency=1) as rq:  # one worker: a queue
+        api = Api(rq.access_token)
+        try:
+            parent_id = api.start("held-parent", {"gate": "queue-order"})
+            api.wait_status(parent_id, "RUNNING")
+            later = [api.start("double", {"n": n}) for n in range(3)]
+            assert api.task(later[0])["status"] == "PENDING"  # the worker is held
+            gate("queue-order").set()
+            api.wait_status(parent_id, "SUCCESSFUL")
+            (child,) = rq.store.subtasks(parent_id)
+
+            def started(task_id: str) -> datetime:
+                return moment(api.watch(task_id), "nodeStart", "double")
+
+            assert all(started(child.id) < started(task_id) for task_id in later)
+        finally:
+            api.close()
