@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -189,7 +190,7 @@ class Engine:
         self._ended: set[str] = set()
         self._live: dict[str, TaskRow] = {}  # the rows of tasks not ended, as stored
         self._seq = store.max_queue_seq()
-        self._seq_data = 0  # the order of nodes' data
+        self._data_order = itertools.count()  # the order of nodes' data (next() is atomic)
         self._stopping = False
         self._workers: list[threading.Thread] = []
 
@@ -688,8 +689,7 @@ class Engine:
         """A node sent data (under the lock or from its own worker)."""
         run.data[alias] = seen
         run.last_data = seen
-        self._seq_data += 1
-        run.data_order[alias] = self._seq_data
+        run.data_order[alias] = next(self._data_order)
 
     def _node(self, run: _Run, alias: str) -> None:
         """Run one node of the task's graph, on this worker."""
