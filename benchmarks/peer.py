@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import socket
 import sqlite3
 import sys
@@ -115,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     timer.start()
 
     folder = tempfile.mkdtemp(prefix="bench-peer-")
+    try:
+        return _serve(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # its database, -wal and -shm files
+
+
+def _serve(folder: str) -> int:
     db = sqlite3.connect(
         os.path.join(folder, "peer.db"), isolation_level=None, check_same_thread=False
     )
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     _answer({"server_cpu_s": _cpu()})
     server.should_exit = True
     thread.join(timeout=5)
+    db.close()
     return 0
 
 
