@@ -64,17 +64,6 @@ __all__ = [
     "subtask",
 ]
 
-for _name in (
-    "Faults",
-    "LocalRequence",
-    "NodeContext",
-    "Output",
-    "TaskAbortedSignal",
-    "Template",
-    "TemplateError",
-    "first_of",
-    "logic",
-    "service",
-    "subtask",
-):
-    globals()[_name].__module__ = __name__
+for _name in __all__:
+    if _name != "DEFAULT_PROJECT":  # a str: no __module__
+        globals()[_name].__module__ = __name__

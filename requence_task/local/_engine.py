@@ -347,12 +347,7 @@ class Engine:
             raise ApiError(422, f"The template {task.template!r} is no longer defined.")
         self._check_state_for_finalize(task)
         try:
-            checked = self._claim_checks_resolved(input)
-            error = (
-                None if template.validator is None else _first_error(template.validator, checked)
-            )
-            if error is not None:
-                raise ApiError(422, error)
+            self._check_input(template, input)
         except ApiError as err:
             self._rejected(task, err.message)
             raise
@@ -361,30 +356,53 @@ class Engine:
             task = self.owned(task_id, project)
             self._check_state_for_finalize(task)
             self._seq += 1
-            finalized_at = time.time()
-            self.store.finalize_task(
-                task_id,
-                name=name,
-                input_json=input_json,
-                priority=priority,
-                require_ack=require_ack,
-                finalized_at=finalized_at,
-                queue_seq=self._seq,
-            )
             # ``input`` is parsed JSON (the request's), so it is what the store reads back.
-            task = self._live[task_id] = attrs.evolve(
-                task,
-                name=name,
-                input=input,
-                priority=priority,
-                require_ack=require_ack,
-                status=PENDING,
-                status_text=None,
-                finalized_at=finalized_at,
-                queue_seq=self._seq,
-            )
-            self._emit(task, TASK_START, {"input": input})
-            self._enqueue(task_id, priority, self._seq)
+            task = self._begin(task, name, input, input_json, priority, require_ack, self._seq)
+        return task
+
+    def _check_input(self, template: Template, input: Any) -> None:
+        """422 for an input the template refuses: a claim check that cannot be
+        read, or a schema violation (named by its field)."""
+        checked = self._claim_checks_resolved(input)
+        error = None if template.validator is None else _first_error(template.validator, checked)
+        if error is not None:
+            raise ApiError(422, error)
+
+    def _begin(
+        self,
+        task: TaskRow,
+        name: str | None,
+        input: Any,
+        input_json: str,
+        priority: int,
+        require_ack: bool,
+        seq: int,
+    ) -> TaskRow:
+        """A checked task finalized: stored, its ``taskStart`` sent, queued (under the
+        lock). ``input`` is what the store reads back from ``input_json``."""
+        finalized_at = time.time()
+        self.store.finalize_task(
+            task.id,
+            name=name,
+            input_json=input_json,
+            priority=priority,
+            require_ack=require_ack,
+            finalized_at=finalized_at,
+            queue_seq=seq,
+        )
+        task = self._live[task.id] = attrs.evolve(
+            task,
+            name=name,
+            input=input,
+            priority=priority,
+            require_ack=require_ack,
+            status=PENDING,
+            status_text=None,
+            finalized_at=finalized_at,
+            queue_seq=seq,
+        )
+        self._emit(task, TASK_START, {"input": input})
+        self._enqueue(task.id, priority, seq)
         return task
 
     def _rejected(self, task: TaskRow, message: str) -> None:
@@ -832,53 +850,34 @@ class Engine:
         else:
             value = self._user_code(node.input, ctx)
             wire, _ = self._outbound(task, value, "input", f"the sub-task input of {node.alias!r}")
-        checked = self._claim_checks_resolved(wire)
-        if template.validator is not None:
-            error = _first_error(template.validator, checked)
-            if error is not None:
-                raise ValueError(f"the sub-task of template {template.name!r} refused it: {error}")
+        try:
+            self._check_input(template, wire)
+        except ApiError as err:
+            raise ValueError(
+                f"the sub-task of template {template.name!r} refused it: {err.message}"
+            ) from None
         input_json = _json_text(wire, "the sub-task's input")
-        root = task.root_task_id or task.id
-        child_id = _random_uuid()
         row = self.store.insert_task(
-            child_id,
+            _random_uuid(),
             task.project,
             template.name,
             template.branch,
             time.time(),
             parent_task_id=task.id,
             parent_node=node.alias,
-            root_task_id=root,
+            root_task_id=task.root_task_id or task.id,
         )
         with self._lock:
             if run.ended:
-                self.store.set_status(child_id, STOPPED)
+                self.store.set_status(row.id, STOPPED)
                 return
-            # The sub-task takes its parent's place in the queue: before newer tasks.
-            seq = task.queue_seq or 0
-            finalized_at = time.time()
-            priority = task.priority or 0
-            self.store.finalize_task(
-                child_id,
-                name=None,
-                input_json=input_json,
-                priority=priority,
-                require_ack=False,
-                finalized_at=finalized_at,
-                queue_seq=seq,
+            run.children[row.id] = node.alias
+            self._parents[row.id] = (task.id, node.alias)
+            # Its parent's priority and place in the queue: before newer tasks.
+            input = json.loads(input_json)
+            self._begin(
+                row, None, input, input_json, task.priority or 0, False, task.queue_seq or 0
             )
-            child = self._live[child_id] = attrs.evolve(
-                row,
-                input=json.loads(input_json),
-                priority=priority,
-                status=PENDING,
-                finalized_at=finalized_at,
-                queue_seq=seq,
-            )
-            run.children[child_id] = node.alias
-            self._parents[child_id] = (task.id, node.alias)
-            self._emit(child, TASK_START, {"input": child.input})
-            self._enqueue(child_id, priority, seq)
 
     def _child_ended(
         self, parent: tuple[str, str], child: TaskRow, type: str, fields: dict[str, Any]
