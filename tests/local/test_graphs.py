@@ -556,3 +556,18 @@ def test_a_subtask_runs_before_the_tasks_queued_after_its_parent() -> None:
             assert all(started(child.id) < started(task_id) for task_id in later)
         finally:
             api.close()
+
+
+def test_the_servers_concurrency_bounds_the_branches_too() -> None:
+    branches = next(t for t in TEMPLATES if t.name == "branches")  # max_parallel 4
+    with LocalRequence([branches], concurrency=1) as rq:  # one worker thread
+        api = Api(rq.access_token)
+        try:
+            _, events = run(api, "branches")
+        finally:
+            api.close()
+    first, second = sorted(
+        (moment(events, "nodeStart", alias), moment(events, "nodeEnd", alias))
+        for alias in ("left", "right")
+    )
+    assert first[1] <= second[0]  # one after the other: a node holds the only worker
